@@ -1,0 +1,106 @@
+"""Shared test helpers: real temp git+DVC repositories, real stage runs, the shared real data."""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-mini.zip"
+TINY_ZIP_MD5 = "ff9e50b4c7834bb4d617a867ac582879"
+WIKITEXT_SAMPLE = SHARED_DATA / "wikitext-2-sample"
+
+# What a clone of the project holds that a pipeline run needs.
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc/config",
+                 ".dvc/.gitignore", "stages", "dlreport"]
+
+sys.path.insert(0, str(REPO))
+
+
+def needs_shared(path: Path):
+    """Skip (with the reason) a test whose real data in ../shared/data is absent."""
+    return pytest.mark.skipif(not path.exists(), reason=f"real test data {path} is absent "
+                              f"(it lives in ../shared/data beside the checkout)")
+
+
+def env() -> dict:
+    """The environment for subprocesses: this interpreter's bin (dvc, python) first on PATH."""
+    e = dict(os.environ)
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e["PYTHONPATH"] = ""
+    e["DVC_NO_ANALYTICS"] = "1"
+    e.setdefault("GIT_AUTHOR_NAME", "test")
+    e.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+    e.setdefault("GIT_COMMITTER_NAME", "test")
+    e.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+    return e
+
+
+def run(args: list[str] | str, cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True,
+                            shell=isinstance(args, str), timeout=timeout)
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_stage(script: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(Path(cwd) / "stages" / script), *args], cwd=cwd, check=check)
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# Small enough for a test to train in seconds, big enough for every stage to have work.
+TINY_PARAMS = {
+    "tinyimagenet": {"sample": {"train_per_class": 2, "val_per_class": 1, "test_images": 4}},
+    "resnet": {"epochs": 2, "batch_size": 64, "eval_batch_size": 200, "print_freq": 100},
+}
+
+
+def write_params(repo: Path, overrides: dict) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = deep_update(params, overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def make_project(dest: Path, overrides: dict | None = None, git: bool = True) -> Path:
+    """A copy of the project in ``dest`` as a fresh git+DVC repository, params overridden."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if not src.exists():
+            continue
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    if overrides is not None:
+        write_params(dest, overrides)
+    if git:
+        run(["git", "init", "-q", "-b", "main"], cwd=dest)
+        run(["git", "add", "-A"], cwd=dest)
+        run(["git", "commit", "-q", "-m", "project"], cwd=dest)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh git+DVC copy of the project with tiny params."""
+    return make_project(tmp_path / "project", TINY_PARAMS)
