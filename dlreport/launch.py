@@ -22,7 +22,7 @@ from dlreport.training import train
 def run_config(params: dict, run: str) -> dict:
     runs = params["resnet_runs"]
     if run not in runs:
-        raise PipelineError(f"--run {run!r} is not a key of resnet_runs in params.yaml "
+        raise PipelineError(f"--variant {run!r} is not a key of resnet_runs in params.yaml "
                             f"(known: {', '.join(runs)}).")
     return runs[run]
 
@@ -78,7 +78,7 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
                                 "(host:port of node 0) or the RDZV_ENDPOINT environment variable.")
         command += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
                     f"--rdzv_id={launch.get('rdzv_id', 'train_resnet')}"]
-    command += [script, "--run", run, "--params", params_path, "--prepared", prepared,
+    command += [script, "--variant", run, "--params", params_path, "--prepared", prepared,
                 "--out", out, "--summary", summary]
     print("=> " + " ".join(command), flush=True)
     result = subprocess.run(command)

@@ -130,9 +130,12 @@ def render_sample_image(name: str, rng: np.random.Generator, noise: float) -> tu
     other_colour = list(COLOURS.values())[int(rng.integers(len(COLOURS)))]
     _draw_shape(draw, other_shape, rng.uniform(8, 56), rng.uniform(8, 56), rng.uniform(4, 8),
                 rng.uniform(0, math.pi), _jitter(other_colour, rng, 40))
-    r = rng.uniform(10, 20)
-    cx, cy = rng.uniform(r, IMAGE_SIZE - r), rng.uniform(r, IMAGE_SIZE - r)
-    _draw_shape(draw, shape, cx, cy, r, rng.uniform(0, math.pi), _jitter(COLOURS[colour], rng, 30 * noise))
+    # Size, place and angle vary around a centred upright object, more so the larger ``noise``.
+    r = 15 + rng.uniform(-5, 5) * min(1.0, noise)
+    spread = (IMAGE_SIZE / 2 - r) * min(1.0, noise)
+    cx, cy = IMAGE_SIZE / 2 + rng.uniform(-spread, spread), IMAGE_SIZE / 2 + rng.uniform(-spread, spread)
+    angle = rng.uniform(-math.pi, math.pi) * noise / 2
+    _draw_shape(draw, shape, cx, cy, r, angle, _jitter(COLOURS[colour], rng, 30 * noise))
     if noise > 0:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2 * noise)))
         pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 18 * noise, (IMAGE_SIZE, IMAGE_SIZE, 3))

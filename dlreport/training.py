@@ -154,7 +154,7 @@ def augment(images: torch.Tensor, index: torch.Tensor, aug: EpochAugmentation, i
     theta[:, 1, 2] = 2 * y0 + h - 1
     grid = F.affine_grid(theta, [len(index), 3, input_size, input_size], align_corners=False)
     source = normalize(images).contiguous()
-    return F.grid_sample(source, grid, mode="bilinear", align_corners=False).contiguous(
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False).contiguous(
         memory_format=torch.channels_last)
 
 
@@ -170,19 +170,6 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[
     top = logits.topk(max(ks), dim=1).indices
     hits = top == target[:, None]
     return [int(hits[:, :k].any(1).sum()) for k in ks]
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int, input_size: int,
-                   amp: torch.dtype | None, device: torch.device) -> torch.Tensor:
-    """Float32 logits for every image of ``images`` (uint8, any device), in order."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = eval_input(images[start:start + batch_size].to(device, non_blocking=True), input_size)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out.append(model(batch).float())
-    return torch.cat(out) if out else torch.empty(0)
 
 
 # --------------------------------------------------------------------------------------
@@ -415,32 +402,45 @@ def train_one_epoch(model, optimizer, scheduler, scaler, data: Data, epoch: int,
             "images_per_second": count / seconds, "data_wait_fraction": wait / ctx.world / seconds}
 
 
+@torch.no_grad()
+def evaluate_images(model, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, input_size: int,
+                    amp, device: torch.device, print_freq: int, log=None) -> torch.Tensor:
+    """Float32 logits for ``images`` (uint8), printing main.py-style ``Test:`` lines as it goes."""
+    model.eval()
+    steps = math.ceil(len(images) / batch_size)
+    batch_time = AverageMeter()
+    sums = [0.0, 0, 0, 0]
+    out = []
+    end = time.perf_counter()
+    for step, s in enumerate(range(0, len(images), batch_size)):
+        batch = eval_input(images[s:s + batch_size].to(device, non_blocking=True), input_size)
+        target = labels[s:s + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            output = model(batch).float()
+        out.append(output)
+        c1, c5 = topk_correct(output, target)
+        sums = [sums[0] + float(F.cross_entropy(output, target, reduction="sum")), sums[1] + c1,
+                sums[2] + c5, sums[3] + len(target)]
+        batch_time.update(time.perf_counter() - end)
+        end = time.perf_counter()
+        if log and (step % print_freq == 0 or step == steps - 1):
+            log(f"Test: [{step + 1:>{len(str(steps))}}/{steps}]\tTime {batch_time}\t"
+                f"Loss {sums[0] / sums[3]:.4e}\tAcc@1 {100 * sums[1] / sums[3]:6.2f}\t"
+                f"Acc@5 {100 * sums[2] / sums[3]:6.2f}")
+    return torch.cat(out) if out else torch.empty(0, device=device)
+
+
 def validate(model, data: Data, recipe: dict, amp, ctx: Dist, log) -> dict:
     """Loss/Acc@1/Acc@5 on the whole validation set, sharded across processes."""
     n = len(data.val_images)
     lo, hi = n * ctx.rank // ctx.world, n * (ctx.rank + 1) // ctx.world
-    bs = recipe["eval_batch_size"]
-    model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]
-    steps = math.ceil((hi - lo) / bs)
-    batch_time = AverageMeter()
-    end = time.perf_counter()
-    with torch.no_grad():
-        for step, s in enumerate(range(lo, hi, bs)):
-            images = eval_input(data.val_images[s:min(hi, s + bs)].to(ctx.device), recipe["input_size"])
-            target = data.val_labels[s:min(hi, s + bs)].to(ctx.device)
-            with torch.autocast(ctx.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                output = model(images).float()
-            loss = float(F.cross_entropy(output, target, reduction="sum"))
-            c1, c5 = topk_correct(output, target)
-            sums = [sums[0] + loss, sums[1] + c1, sums[2] + c5, sums[3] + len(target)]
-            batch_time.update(time.perf_counter() - end)
-            end = time.perf_counter()
-            if ctx.main and (step % recipe["print_freq"] == 0 or step == steps - 1):
-                log(f"Test: [{step + 1:>{len(str(steps))}}/{steps}]\tTime {batch_time}\t"
-                    f"Loss {sums[0] / sums[3]:.4e}\tAcc@1 {100 * sums[1] / sums[3]:6.2f}\t"
-                    f"Acc@5 {100 * sums[2] / sums[3]:6.2f}")
-    loss, c1, c5, count = all_reduce_sum(sums, ctx)
+    target = data.val_labels[lo:hi].to(ctx.device)
+    logits = evaluate_images(model, data.val_images[lo:hi], target, batch_size=recipe["eval_batch_size"],
+                             input_size=recipe["input_size"], amp=amp, device=ctx.device,
+                             print_freq=recipe["print_freq"], log=log if ctx.main else None)
+    c1, c5 = topk_correct(logits, target)
+    loss, c1, c5, count = all_reduce_sum([float(F.cross_entropy(logits, target, reduction="sum")),
+                                          c1, c5, len(target)], ctx)
     result = {"val/loss": loss / count, "val/acc1": 100 * c1 / count, "val/acc5": 100 * c5 / count}
     if ctx.main:
         log(f" * Acc@1 {result['val/acc1']:.3f} Acc@5 {result['val/acc5']:.3f}")
@@ -468,7 +468,10 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, log=pr
     torch.manual_seed(recipe["seed"])
     model = build_resnet18(num_classes, recipe["stem"])
     if recipe.get("sync_bn") and ctx.world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if use_cuda:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm runs on GPUs only
+            say("=> resnet.sync_bn ignored: SyncBatchNorm needs GPUs; each CPU process normalises its own batch")
     model = model.to(ctx.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                                 weight_decay=recipe["weight_decay"])

@@ -104,3 +104,15 @@ def make_project(dest: Path, overrides: dict | None = None, git: bool = True) ->
 def project(tmp_path: Path) -> Path:
     """A fresh git+DVC copy of the project with tiny params."""
     return make_project(tmp_path / "project", TINY_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """A prepared (relabelled, decoded) sample dataset: 1 train and 1 val image per class."""
+    from dlreport import tinyimagenet
+
+    base = tmp_path_factory.mktemp("tiny")
+    root = tinyimagenet.generate_sample(base / "tiny-imagenet-200", seed=0, train_per_class=1,
+                                        val_per_class=1, test_images=2, grayscale_fraction=0.02, noise=0.3)
+    tinyimagenet.relabel(root, base / "prepared")
+    return base / "prepared"

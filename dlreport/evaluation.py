@@ -1,0 +1,261 @@
+"""eval_epochs and diff_predictions: evaluate epoch checkpoints, compare two of them image by image."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from dlreport.errors import PipelineError
+from dlreport.fileio import atomic_dir, read_json
+from dlreport.models import build_resnet18
+from dlreport.tinyimagenet import load_classes, load_split
+from dlreport.training import (autocast_dtype, checkpoint_path, evaluate_images, load_checkpoint,
+                               saved_epochs)
+
+
+# --------------------------------------------------------------------------------------
+# Which run, which epochs
+# --------------------------------------------------------------------------------------
+def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
+    """``auto``: the variant with the most GPUs that actually trained; else the named one."""
+    trained = {name: s for name, s in summaries.items() if s.get("status") == "trained"}
+    if spec == "auto":
+        if not trained:
+            statuses = ", ".join(f"{n}={s.get('status')}" for n, s in summaries.items())
+            raise PipelineError(f"eval.run=auto, but no train_resnet variant has trained ({statuses}). "
+                                f"Run dvc repro train_resnet@cpu first.")
+        return max(trained, key=lambda n: (trained[n].get("gpus", 0), trained[n].get("processes", 1), n))
+    if spec not in summaries:
+        raise PipelineError(f"eval.run={spec!r} is not a train_resnet variant ({', '.join(summaries)}); "
+                            f"fix eval.run in params.yaml.")
+    if spec not in trained:
+        raise PipelineError(f"eval.run={spec!r}: that variant did not train "
+                            f"({summaries[spec].get('reason', summaries[spec].get('status'))}). "
+                            f"Use eval.run: auto or a variant that trained.")
+    return spec
+
+
+def resolve_epochs(spec, run_dir: Path) -> list[int]:
+    available = saved_epochs(run_dir)
+    if spec == "all":
+        if not available:
+            raise PipelineError(f"{run_dir}/checkpoints holds no epoch_NN.pt; train first.")
+        return available
+    epochs = [int(e) for e in (spec if isinstance(spec, list) else [spec])]
+    missing = [e for e in epochs if e not in available]
+    if missing:
+        raise PipelineError(f"epoch(s) {', '.join(map(str, missing))} were never saved in "
+                            f"{run_dir}/checkpoints (saved: {', '.join(map(str, available)) or 'none'}). "
+                            f"Set eval.epochs in params.yaml to saved epochs, or train longer.")
+    return epochs
+
+
+# --------------------------------------------------------------------------------------
+# eval_epochs
+# --------------------------------------------------------------------------------------
+def evaluate_epoch(run_dir: Path, epoch: int, images: torch.Tensor, labels: torch.Tensor, *,
+                   batch_size: int, device: torch.device, log=print) -> tuple[dict, torch.Tensor]:
+    """Loss/Acc@1/Acc@5 of one checkpoint on the validation images, and its logits."""
+    state = load_checkpoint(checkpoint_path(run_dir, epoch))
+    recipe = state["recipe"]
+    model = build_resnet18(state["num_classes"], recipe["stem"])
+    model.load_state_dict(state["model"])
+    model = model.to(device, memory_format=torch.channels_last)
+    amp = autocast_dtype(recipe["precision"], device)
+    log(f"=> evaluating {checkpoint_path(run_dir, epoch)}")
+    logits = evaluate_images(model, images, labels.to(device), batch_size=batch_size,
+                             input_size=recipe["input_size"], amp=amp, device=device,
+                             print_freq=recipe.get("print_freq", 10), log=log).cpu()
+    top5 = logits.topk(5, 1).indices
+    metrics = {
+        "epoch": epoch,
+        "loss": float(F.cross_entropy(logits, labels)),
+        "acc1": float((top5[:, 0] == labels).double().mean() * 100),
+        "acc5": float((top5 == labels[:, None]).any(1).double().mean() * 100),
+    }
+    log(f" * Acc@1 {metrics['acc1']:.3f} Acc@5 {metrics['acc5']:.3f}")
+    return metrics, logits
+
+
+def predictions_table(val: pd.DataFrame, classes: pd.DataFrame, logits: torch.Tensor) -> pd.DataFrame:
+    """One row per validation image: file, true class and the top-5 classes with probabilities."""
+    probs, top = F.softmax(logits, 1).topk(5, 1)
+    wnids = classes.wnid.to_numpy()
+    table = pd.DataFrame({"file": val.path.str.rsplit("/", n=1).str[-1], "true_index": val.class_index,
+                          "true_wnid": val.wnid})
+    for k in range(5):
+        table[f"top{k + 1}_index"] = top[:, k].numpy()
+        table[f"top{k + 1}_wnid"] = wnids[top[:, k].numpy()]
+        table[f"top{k + 1}_prob"] = probs[:, k].numpy().round(6)
+    return table
+
+
+def predictions_path(folder: Path, epoch: int) -> Path:
+    return Path(folder) / f"predictions_epoch_{epoch:02d}.csv"
+
+
+def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[str, dict], out: Path,
+                log=print) -> dict:
+    """Evaluate the chosen epochs; write their predictions to ``out``; return the metrics."""
+    cfg = params["eval"]
+    run = resolve_run(cfg.get("run", "auto"), summaries)
+    run_dir = Path(runs_dir) / run
+    epochs = resolve_epochs(cfg.get("epochs", "all"), run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() and summaries[run].get("gpus", 0) else "cpu")
+    val, images = load_split(prepared, "val")
+    classes = load_classes(prepared)
+    images = torch.from_numpy(np.ascontiguousarray(images))
+    labels = torch.from_numpy(val.class_index.to_numpy(np.int64))
+    results = {}
+    with atomic_dir(out) as tmp:
+        for epoch in epochs:
+            metrics, logits = evaluate_epoch(run_dir, epoch, images, labels,
+                                             batch_size=cfg.get("batch_size", 500), device=device, log=log)
+            predictions_table(val, classes, logits).to_csv(predictions_path(tmp, epoch), index=False)
+            results[epoch] = metrics
+        pd.DataFrame(results.values()).to_csv(tmp / "accuracy_by_epoch.csv", index=False)
+    first, last = results[epochs[0]], results[epochs[-1]]
+    return {
+        "run": run,
+        # first/last keep the same names whatever the epochs, so `dvc metrics diff` and
+        # `dvc exp diff` line two experiments' epochs up against each other.
+        "first": first,
+        "last": last,
+        "change": {k: last[k] - first[k] for k in ("loss", "acc1", "acc5")},
+        "epochs": {str(e): {k: v for k, v in m.items() if k != "epoch"} for e, m in results.items()},
+    }
+
+
+# --------------------------------------------------------------------------------------
+# diff_predictions
+# --------------------------------------------------------------------------------------
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test: binomial test of the discordant pairs against p = 1/2."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def compare_predictions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Images whose top-1 differs between ``a`` and ``b`` (same images, any order) and the counts."""
+    merged = a[["file", "true_index", "true_wnid", "top1_index"]].merge(
+        b[["file", "top1_index"]], on="file", suffixes=("_a", "_b"), validate="one_to_one")
+    if len(merged) != len(a) or len(merged) != len(b):
+        raise PipelineError("the two epochs' prediction files cover different images; "
+                            "re-run eval_epochs so both come from the same validation set.")
+    right_a = merged.top1_index_a == merged.true_index
+    right_b = merged.top1_index_b == merged.true_index
+    same = merged.top1_index_a == merged.top1_index_b
+    counts = {
+        "images": int(len(merged)),
+        "both_right": int((right_a & right_b).sum()),
+        "only_a_right": int((right_a & ~right_b).sum()),
+        "only_b_right": int((~right_a & right_b).sum()),
+        "both_wrong_same": int((~right_a & ~right_b & same).sum()),
+        "both_wrong_different": int((~right_a & ~right_b & ~same).sum()),
+    }
+    counts["differing"] = int((~same).sum())
+    counts["agreement"] = float(same.mean()) if len(merged) else 1.0
+    counts["acc1_change"] = 100 * (counts["only_b_right"] - counts["only_a_right"]) / max(1, len(merged))
+    counts["mcnemar_p"] = mcnemar_exact(counts["only_a_right"], counts["only_b_right"])
+    differing = merged[~same].copy()
+    differing["right"] = np.select([right_a[~same], right_b[~same]], ["a", "b"], "neither")
+    differing = differing.iloc[natural_order(differing.file)].reset_index(drop=True)
+    return differing, counts
+
+
+def natural_order(files: pd.Series) -> np.ndarray:
+    """Sort val_2 before val_10, as a person reads the list."""
+    import re
+
+    keys = [tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f)) for f in files]
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=int)
+
+
+def name_columns(differing: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
+    names = dict(zip(classes.class_index, classes.name))
+    wnids = dict(zip(classes.class_index, classes.wnid))
+    out = differing.assign(true_name=differing.true_index.map(names),
+                           pred_a_wnid=differing.top1_index_a.map(wnids), pred_a_name=differing.top1_index_a.map(names),
+                           pred_b_wnid=differing.top1_index_b.map(wnids), pred_b_name=differing.top1_index_b.map(names))
+    return out.rename(columns={"top1_index_a": "pred_a_index", "top1_index_b": "pred_b_index"})[
+        ["file", "true_index", "true_wnid", "true_name", "pred_a_index", "pred_a_wnid", "pred_a_name",
+         "pred_b_index", "pred_b_wnid", "pred_b_name", "right"]]
+
+
+def plain_list(differing: pd.DataFrame, epoch_a: int, epoch_b: int) -> str:
+    """The report's list: one ``val_1008.JPEG 107`` line (file, true class index) per image."""
+    header = (f"# validation images whose top-1 prediction differs between epoch {epoch_a} and "
+              f"epoch {epoch_b}: file, true class index (details in diff_predictions.csv)\n")
+    return header + "".join(f"{f} {t}\n" for f, t in zip(differing.file, differing.true_index))
+
+
+def image_grid(differing: pd.DataFrame, root: Path, path: Path, epoch_a: int, epoch_b: int, count: int) -> None:
+    """The first ``count`` differing images, captioned with the true and both predicted names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    shown = differing.head(count)
+    cols = min(6, max(1, len(shown)))
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, shown.itertuples()):
+        with Image.open(root / "val" / "images" / row.file) as image:
+            ax.imshow(image.convert("RGB"))
+        mark = {"a": " (A right)", "b": " (B right)", "neither": ""}[row.right]
+        ax.set_title(f"{row.file}\ntrue: {row.true_name[:22]}\n{epoch_a}: {row.pred_a_name[:22]}\n"
+                     f"{epoch_b}: {row.pred_b_name[:22]}{mark}", fontsize=6.5, loc="left")
+    if shown.empty:
+        axes[0, 0].text(0.5, 0.5, "the two epochs agree on every image", ha="center", va="center")
+    fig.suptitle(f"Validation images judged differently by epoch {epoch_a} (A) and epoch {epoch_b} (B)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def resolve_pair(params: dict, evaluated: list[int]) -> tuple[int, int]:
+    cfg = params.get("diff", {}) or {}
+    a = cfg.get("a") if cfg.get("a") is not None else evaluated[0]
+    b = cfg.get("b") if cfg.get("b") is not None else evaluated[-1]
+    missing = [e for e in (a, b) if e not in evaluated]
+    if missing:
+        raise PipelineError(f"diff epoch(s) {', '.join(map(str, missing))} were not evaluated "
+                            f"(eval_epochs evaluated {', '.join(map(str, evaluated))}). Add them to "
+                            f"eval.epochs or change diff.a/diff.b in params.yaml.")
+    return int(a), int(b)
+
+
+def evaluated_epochs(folder: Path) -> list[int]:
+    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in Path(folder).glob("predictions_epoch_*.csv"))
+
+
+def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
+    """The diff_predictions stage: write the list, the table and the grid to ``out``; return counts."""
+    a, b = resolve_pair(params, evaluated_epochs(predictions))
+    differing, counts = compare_predictions(pd.read_csv(predictions_path(predictions, a)),
+                                            pd.read_csv(predictions_path(predictions, b)))
+    differing = name_columns(differing, load_classes(prepared))
+    with atomic_dir(out) as tmp:
+        (tmp / "diff_predictions.txt").write_text(plain_list(differing, a, b))
+        differing.to_csv(tmp / "diff_predictions.csv", index=False)
+        image_grid(differing, Path(dataset_root), tmp / "diff_grid.png", a, b,
+                   int((params.get("diff") or {}).get("grid_images", 24)))
+    return {"epoch_a": a, "epoch_b": b, **counts}
+
+
+def load_summaries(paths: list[Path]) -> dict[str, dict]:
+    """Variant name -> train_resnet summary, from metrics/train_resnet_<variant>.json files."""
+    return {Path(p).stem.removeprefix("train_resnet_"): read_json(p) for p in paths}
