@@ -69,6 +69,7 @@ def deep_update(base: dict, overrides: dict) -> dict:
 TINY_PARAMS = {
     "tinyimagenet": {"sample": {"train_per_class": 2, "val_per_class": 1, "test_images": 4}},
     "resnet": {"epochs": 2, "batch_size": 64, "eval_batch_size": 200, "print_freq": 100},
+    "eval": {"epochs": [1, 2]},
 }
 
 
