@@ -108,7 +108,7 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
     device = torch.device("cuda" if torch.cuda.is_available() and summaries[run].get("gpus", 0) else "cpu")
     val, images = load_split(prepared, "val")
     classes = load_classes(prepared)
-    images = torch.from_numpy(np.ascontiguousarray(images))
+    images = torch.from_numpy(np.array(images))  # read the memory-mapped file once
     labels = torch.from_numpy(val.class_index.to_numpy(np.int64))
     results = {}
     with atomic_dir(out) as tmp:
