@@ -342,7 +342,7 @@ def load_data(prepared: Path, device: torch.device) -> Data:
     tensors = []
     for split in ("train", "val"):
         table, images = load_split(prepared, split)
-        tensors += [torch.from_numpy(np.array(images))  # read the memory-mapped file once,
+        tensors += [torch.from_numpy(np.array(images)),  # the memory-mapped file, read once
                     torch.from_numpy(table.class_index.to_numpy(np.int64))]
     if device.type == "cuda":
         tensors = [t.to(device) for t in tensors]
