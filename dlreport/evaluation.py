@@ -208,15 +208,15 @@ def image_grid(differing: pd.DataFrame, root: Path, path: Path, epoch_a: int, ep
     shown = differing.head(count)
     cols = min(6, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 3.1 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, shown.itertuples()):
         with Image.open(root / "val" / "images" / row.file) as image:
             ax.imshow(image.convert("RGB"))
         mark = {"a": " (A right)", "b": " (B right)", "neither": ""}[row.right]
-        ax.set_title(f"{row.file}\ntrue: {row.true_name[:22]}\n{epoch_a}: {row.pred_a_name[:22]}\n"
-                     f"{epoch_b}: {row.pred_b_name[:22]}{mark}", fontsize=6.5, loc="left")
+        ax.set_title(f"{row.file}\ntrue: {row.true_name[:28]}\n{epoch_a}: {row.pred_a_name[:28]}\n"
+                     f"{epoch_b}: {row.pred_b_name[:28]}{mark}", fontsize=6.5, loc="left")
     if shown.empty:
         axes[0, 0].text(0.5, 0.5, "the two epochs agree on every image", ha="center", va="center")
     fig.suptitle(f"Validation images judged differently by epoch {epoch_a} (A) and epoch {epoch_b} (B)",
