@@ -102,6 +102,8 @@ def _save(fig, path: Path) -> None:
 def resnet_curves_figure(curves: dict[str, pd.DataFrame], variant: str, path: Path) -> None:
     """Loss, Acc@1 and Acc@5 by epoch, train and val (one PNG per variant)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, metric, label in zip(axes, ("loss", "acc1", "acc5"), ("loss", "Acc@1 (%)", "Acc@5 (%)")):
         for split, style in (("train", "-o"), ("val", "--s")):
@@ -109,6 +111,7 @@ def resnet_curves_figure(curves: dict[str, pd.DataFrame], variant: str, path: Pa
             if table is not None:
                 ax.plot(table["step"], table[metric], style, label=split, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -212,20 +215,19 @@ class Report:
         for variant in self.variants():
             lines += [f"### Variant `{variant}`", ""]
             summary = self.inputs.json(f"metrics/train_resnet_{variant}.json")
-            run = f"runs/resnet/{variant}"
-            if summary is None:
-                lines += [missing(f"metrics/train_resnet_{variant}.json"), ""]
-                continue
-            if summary.get("status") != "trained":
-                lines += [f"Skipped: {summary.get('reason') or summary.get('status')}", ""]
-                continue
-            base = f"{run}/dvclive/plots/metrics"
+            base = f"runs/resnet/{variant}/dvclive/plots/metrics"
             curves = {}
             for split in ("train", "val"):
                 for metric in ("loss", "acc1", "acc5"):
                     table = self.inputs.tsv(f"{base}/{split}/{metric}.tsv")
                     if table is not None:
                         curves[f"{split}/{metric}"] = table
+            if summary is None:
+                lines += [missing(f"metrics/train_resnet_{variant}.json"), ""]
+                continue
+            if summary.get("status") != "trained":
+                lines += [f"Skipped: {summary.get('reason') or summary.get('status')}", ""]
+                continue
             if not curves:
                 lines += [missing(f"{base}/{{train,val}}/*.tsv"), ""]
                 continue
