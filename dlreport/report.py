@@ -342,12 +342,12 @@ class Report:
         for name in self.lm_models():
             rel = f"metrics/train_wordlm_{name}.json"
             summary = self.inputs.json(rel)
+            base = f"runs/wordlm/{name}/dvclive/plots/metrics"
+            tables = {key: self.inputs.tsv(f"{base}/{key}.tsv") for key in ("train/ppl", "valid/ppl", "valid/loss")}
             if summary is None:
                 absent.append(rel)
                 continue
-            summaries[name] = summary
-            base = f"runs/wordlm/{name}/dvclive/plots/metrics"
-            curves[name] = {key: self.inputs.tsv(f"{base}/{key}.tsv") for key in ("train/ppl", "valid/ppl", "valid/loss")}
+            summaries[name], curves[name] = summary, tables
         if not summaries:
             return lines + [missing(*absent) + " The language-model stages (`train_wordlm`) have not run "
                             "in this pipeline."]
