@@ -1,4 +1,5 @@
-"""Tables and comparisons built from stage outputs: the layer-size table, the device comparison."""
+"""Tables and comparisons built from stage outputs: the layer-size table, the device comparison,
+Markdown tables for the report."""
 from __future__ import annotations
 
 import pandas as pd
@@ -46,3 +47,17 @@ def compare_devices(summaries: dict[str, dict]) -> tuple[dict, pd.DataFrame]:
                                                                "total_seconds", "speedup_over_cpu")}})
     columns = ["variant", "images_per_second", "seconds_per_epoch", "total_seconds", "speedup_over_cpu"]
     return metrics, pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(rows: list[dict] | pd.DataFrame, columns: list[str] | None = None) -> str:
+    """A GitHub-flavoured Markdown table; cells are written as given (format numbers first)."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    columns = columns or (list(rows[0]) if rows else [])
+
+    def cell(value) -> str:
+        return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

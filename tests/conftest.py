@@ -117,3 +117,32 @@ def tiny_prepared(tmp_path_factory) -> Path:
                                         val_per_class=1, test_images=2, grayscale_fraction=0.02, noise=0.3)
     tinyimagenet.relabel(root, base / "prepared")
     return base / "prepared"
+
+
+RESNET_TARGETS = ["layer_shapes", "compare_devices", "diff_predictions"]
+
+
+def ran(output: str, stage: str) -> bool:
+    return f"Running stage '{stage}'" in output
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> Path:
+    """dvc repro of the data stages, then of the whole ResNet half, with tiny params; committed.
+
+    Shared by test_pipeline.py and test_report.py (the expensive run happens once). Tests that
+    run experiments in it leave their results in the workspace; HEAD stays the reproduced commit.
+    """
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project", TINY_PARAMS)
+    first = run(["dvc", "repro", "relabel_val"], cwd=project).stdout
+    assert ran(first, "download_tinyimagenet") and ran(first, "relabel_val")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert {"download_tinyimagenet", "relabel_val"} <= set(lock["stages"])
+    assert lock["stages"]["download_tinyimagenet"]["params"]["params.yaml"]["tinyimagenet"]["source"] == "sample"
+    again = run(["dvc", "repro", "relabel_val"], cwd=project).stdout
+    assert "Running stage" not in again, again
+    out = run(["dvc", "repro", *RESNET_TARGETS], cwd=project).stdout
+    assert ran(out, "train_resnet@cpu") and ran(out, "eval_epochs")
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "reproduced"], cwd=project)
+    return project

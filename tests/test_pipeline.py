@@ -6,40 +6,12 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
-import yaml
 
-from conftest import run
-
-RESNET_TARGETS = ["layer_shapes", "compare_devices", "diff_predictions"]
-
-
-def ran(output: str, stage: str) -> bool:
-    return f"Running stage '{stage}'" in output
+from conftest import ran, run
 
 
 def mtimes(folder: Path) -> dict:
     return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> Path:
-    """dvc repro of the data stages, then of the whole ResNet half, with tiny params."""
-    from conftest import TINY_PARAMS, make_project
-
-    project = make_project(tmp_path_factory.mktemp("e2e") / "project", TINY_PARAMS)
-    first = run(["dvc", "repro", "relabel_val"], cwd=project).stdout
-    assert ran(first, "download_tinyimagenet") and ran(first, "relabel_val")
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert {"download_tinyimagenet", "relabel_val"} <= set(lock["stages"])
-    assert lock["stages"]["download_tinyimagenet"]["params"]["params.yaml"]["tinyimagenet"]["source"] == "sample"
-    again = run(["dvc", "repro", "relabel_val"], cwd=project).stdout
-    assert "Running stage" not in again, again
-    out = run(["dvc", "repro", *RESNET_TARGETS], cwd=project).stdout
-    assert ran(out, "train_resnet@cpu") and ran(out, "eval_epochs")
-    run(["git", "add", "-A"], cwd=project)
-    run(["git", "commit", "-qm", "reproduced"], cwd=project)
-    return project
 
 
 def read(project: Path, path: str):

@@ -1,0 +1,297 @@
+"""The report stage: on a real tiny end-to-end run (ResNet half), and on hand-made LM outputs."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, RESNET_TARGETS, ran, run
+from dlreport.report import LM_MODELS, build_report
+
+CODE_DEPS = {"stages/report.py", "dlreport/report.py", "dlreport/reporting.py"}
+
+
+def sections(text: str) -> dict[str, str]:
+    """'## 3. Title' -> {'3': body}."""
+    parts = re.split(r"^## (\d)\. .*$", text, flags=re.M)
+    return {number: body for number, body in zip(parts[1::2], parts[2::2])}
+
+
+def table_rows(body: str, first_cell: str) -> list[list[str]]:
+    """The cells of every Markdown table row of ``body`` whose first cell is ``first_cell``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in body.splitlines()
+            if line.startswith("| ")]
+    return [row for row in rows if row[0] == first_cell]
+
+
+def images(text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def read(project: Path, path: str):
+    return json.loads((project / path).read_text())
+
+
+@pytest.fixture(scope="module")
+def reported(reproduced: Path, tmp_path_factory) -> Path:
+    """A clone of the reproduced project at its committed state (whatever experiments other tests
+    left in the shared workspace), sharing its DVC cache, then `dvc repro report`."""
+    project = tmp_path_factory.mktemp("report") / "project"
+    run(["git", "clone", "-q", str(reproduced), str(project)], cwd=project.parent)
+    run(["dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache")], cwd=project)
+    run(["dvc", "checkout", "--with-deps", *RESNET_TARGETS], cwd=project)
+    out = run(["dvc", "repro", "report"], cwd=project).stdout
+    assert ran(out, "report"), out
+    assert not ran(out, "train_resnet@cpu") and not ran(out, "eval_epochs"), out
+    return project
+
+
+@pytest.fixture(scope="module")
+def report(reported: Path) -> dict[str, str]:
+    return sections((reported / "reports/report/report.md").read_text())
+
+
+def test_every_section_is_there_and_lm_sections_say_not_available(reported: Path, report: dict):
+    assert sorted(report) == ["1", "2", "3", "4", "5", "6", "7"]
+    for number in "1234":
+        assert "Not available" not in report[number], report[number]
+    assert "Not available" in report["5"] and "metrics/train_wordlm_lstm.json" in report["5"]
+    assert "Not available" in report["6"] and "metrics/context_probe.json" in report["6"]
+    assert not images(report["5"]) and not images(report["6"])
+
+
+def test_layer_table_and_curves_match_their_sources(reported: Path, report: dict):
+    shapes = pd.read_csv(reported / "reports/layer_shapes.csv")
+    for layer, output in zip(shapes.layer, shapes.output):
+        assert table_rows(report["1"], layer) == [[layer, str(output)]]
+    assert "64x64" in report["1"]
+    base = reported / "runs/resnet/cpu/dvclive/plots/metrics"
+    for split in ("train", "val"):
+        for metric in ("loss", "acc1", "acc5"):
+            tsv = pd.read_csv(base / split / f"{metric}.tsv", sep="\t")
+            header = table_rows(report["2"], "epoch")[0]
+            column = header.index(f"{split}/{metric}")
+            for step, value in zip(tsv.step, tsv[metric]):
+                assert table_rows(report["2"], str(step))[0][column] == f"{value:.2f}"
+    assert "![" in report["2"] and "resnet_curves_cpu.png" in report["2"]
+
+
+def test_device_table_and_skip_reasons(reported: Path, report: dict):
+    comparison = read(reported, "metrics/device_comparison.json")
+    cpu = comparison["cpu"]
+    row = table_rows(report["3"], "cpu")[0]
+    assert row[1] == "trained" and row[5] == f"{cpu['seconds_per_epoch']:.2f}"
+    assert row[6] == f"{cpu['images_per_second']:.1f}" and row[7] == f"{cpu['total_seconds']:.2f}"
+    assert row[8] == f"{cpu['speedup_over_cpu']:.2f}" and row[9] == "-"
+    for variant in ("gpu1", "gpu8"):
+        reason = read(reported, f"metrics/train_resnet_{variant}.json")["reason"]
+        assert "devices=0" in reason
+        assert table_rows(report["3"], variant)[0][1] == f"skipped: {reason}"
+        assert f"Skipped: {reason}" in report["2"]
+    assert "No GPU variant trained" in report["3"]
+
+
+def test_checkpoints_and_their_differences(reported: Path, report: dict):
+    ev, diff = read(reported, "metrics/eval.json"), read(reported, "metrics/diff_predictions.json")
+    body = report["4"]
+    first, last = ev["first"], ev["last"]
+    assert first["epoch"] != last["epoch"]  # TINY_PARAMS evaluates epochs 1 and 2
+    for entry in (first, last):
+        assert table_rows(body, f"epoch {entry['epoch']}")[0][1:] == [
+            f"{entry['acc1']:.2f}", f"{entry['acc5']:.2f}", f"{entry['loss']:.4f}"]
+    assert table_rows(body, "difference (last - first)")[0][1:] == [
+        f"{ev['change']['acc1']:+.2f}", f"{ev['change']['acc5']:+.2f}", f"{ev['change']['loss']:+.4f}"]
+    assert table_rows(body, "both right")[0][1] == str(diff["both_right"])
+    assert table_rows(body, f"only A (epoch {diff['epoch_a']}) right")[0][1] == str(diff["only_a_right"])
+    assert table_rows(body, f"only B (epoch {diff['epoch_b']}) right")[0][1] == str(diff["only_b_right"])
+    assert table_rows(body, "differing top-1 predictions")[0][1] == str(diff["differing"])
+    assert f"p = {diff['mcnemar_p']:.4g}." in body
+    listed = (reported / "reports/diff_predictions/diff_predictions.txt").read_text().splitlines()[1:]
+    files = [line.split()[0] for line in listed]
+    rows = [line for line in body.splitlines() if re.match(r"\| val_\d+\.JPEG \|", line)]
+    assert len(rows) == diff["differing"] == len(files)
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == files
+
+
+def test_figures_exist_and_open(reported: Path):
+    folder = reported / "reports/report"
+    text = (folder / "report.md").read_text()
+    refs = images(text)
+    assert {"resnet_curves_cpu.png", "diff_grid.png"} <= set(refs)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(refs + ["report.md"])
+    for ref in refs:
+        with Image.open(folder / ref) as image:
+            image.verify()
+        with Image.open(folder / ref) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    assert (folder / "diff_grid.png").read_bytes() == \
+        (reported / "reports/diff_predictions/diff_grid.png").read_bytes()
+
+
+def test_provenance(reported: Path, report: dict):
+    commit = run(["git", "rev-parse", "HEAD"], cwd=reported).stdout.strip()
+    body = report["7"]
+    assert f"git commit: `{commit}`" in body
+    assert "params: as committed" in body
+    lock = yaml.safe_load((reported / "dvc.lock").read_text())
+    dataset = lock["stages"]["download_tinyimagenet"]["outs"][0]["md5"]
+    assert "source `sample`" in body and dataset in body
+    from importlib.metadata import version
+
+    assert f"torch {version('torch')}" in body and "dvc 3." in body and "python 3." in body
+
+
+def test_deps_are_exactly_what_the_report_reads(reported: Path, tmp_path: Path):
+    """Every input the report reads is a dep of the stage (or, for the LM half, listed in the
+    dvc.yaml comment for after the merge), and every dep is read."""
+    asked = build_report(reported, tmp_path / "out")["inputs"]
+    dvc_yaml = (REPO / "dvc.yaml").read_text()
+    deps = set(yaml.safe_load(dvc_yaml)["stages"]["report"]["deps"]) - CODE_DEPS
+    block = dvc_yaml[dvc_yaml.index("After merging the wordlm branch"):dvc_yaml.index("\n  report:")]
+    pending = set(re.findall(r"#\s+- (\S+)", block))
+    assert pending and not pending & deps
+
+    def under(path: str, roots: set[str]) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in roots)
+
+    for path in asked:
+        if (reported / path).exists():
+            assert under(path, deps), f"{path} is read but not a dep of the report stage"
+        else:
+            assert under(path, deps | pending), f"{path} is asked for but not a (pending) dep"
+    for dep in deps:
+        assert any(under(path, {dep}) for path in asked), f"dep {dep} is never read"
+
+
+def pending_lm_deps() -> set[str]:
+    dvc_yaml = (REPO / "dvc.yaml").read_text()
+    block = dvc_yaml[dvc_yaml.index("After merging the wordlm branch"):dvc_yaml.index("\n  report:")]
+    return set(re.findall(r"#\s+- (\S+)", block))
+
+
+def test_reruns_exactly_when_an_input_changes(reported: Path):
+    again = run(["dvc", "repro", "report"], cwd=reported).stdout
+    assert "Running stage" not in again, again
+    out = run(["dvc", "exp", "run", "-S", "eval.epochs=[2]", "report"], cwd=reported).stdout
+    assert ran(out, "eval_epochs") and ran(out, "report") and not ran(out, "train_resnet@cpu"), out
+    report = sections((reported / "reports/report/report.md").read_text())
+    ev = read(reported, "metrics/eval.json")
+    assert ev["first"]["epoch"] == ev["last"]["epoch"] == 2
+    assert "only epoch 2 was evaluated" in report["4"]
+    assert table_rows(report["7"], "eval.epochs")[0][1:] == ["[1, 2]", "[2]"]
+
+
+# --- unit level: hand-made outputs in the formats the stages write ------------------------------
+
+LM_PARAMS = {
+    "wordlm": {"corpus": "sample", "train": {"epochs": 2, "batch_size": 20, "bptt": 35},
+               "models": {"lstm": {"type": "LSTM"}, "gcnn": {"type": "GCNN"}}},
+    "generate": {"model": "lstm", "temperature": 1.0, "seed": 1111},
+}
+
+
+def write(root: Path, rel: str, content) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def lm_outputs(root: Path) -> dict:
+    """What train_wordlm@lstm/gcnn, generate_text and context_probe write (made by hand)."""
+    summaries = {
+        "lstm": dict(model="lstm", type="LSTM", parameters=1234567, epochs=2, best_epoch=2, best_valid_loss=5.1,
+                     best_valid_ppl=math.exp(5.1), test_loss=5.0, test_ppl=math.exp(5.0), seconds=10.0,
+                     train_seconds=9.5, tokens_per_s=2631.6, eval_context=None, eval_stride=None,
+                     receptive_field=None),
+        "gcnn": dict(model="gcnn", type="GCNN", parameters=765432, epochs=2, best_epoch=1, best_valid_loss=5.4,
+                     best_valid_ppl=math.exp(5.4), test_loss=5.3, test_ppl=math.exp(5.3), seconds=8.0,
+                     train_seconds=7.5, tokens_per_s=3333.3, eval_context=35, eval_stride=5, receptive_field=31),
+    }
+    for name, summary in summaries.items():
+        write(root, f"metrics/train_wordlm_{name}.json", summary)
+        base = f"runs/wordlm/{name}/dvclive/plots/metrics"
+        write(root, f"{base}/train/ppl.tsv", "step\tppl\n20\t900.0\n40\t400.0\n60\t300.0\n")
+        write(root, f"{base}/valid/ppl.tsv", f"step\tppl\n1\t{math.exp(5.6)}\n2\t{math.exp(summary['best_valid_loss'])}\n")
+        write(root, f"{base}/valid/loss.tsv", f"step\tloss\n1\t5.6\n2\t{summary['best_valid_loss']}\n")
+    words = [f"w{i}" for i in range(200)]
+    write(root, "reports/generated.txt", "\n".join(" ".join(words[i:i + 20]) for i in range(0, 200, 20)) + "\n")
+    ks = [1, 2, 4, 8, 16, 32, 64]
+    probe = {"targets": 50, "split": "test", "context_lengths": ks, "distances": [1, 5, 10, 20],
+             "models": {
+                 "lstm": dict(effective_context=16, full_context_loss=5.0, full_context_ppl=math.exp(5.0),
+                              loss={str(k): 5.0 + 1 / k for k in ks}, ppl={str(k): math.exp(5.0 + 1 / k) for k in ks},
+                              shuffle_increase={"1": 0.5, "5": 0.1, "10": 0.05, "20": 0.0},
+                              random_increase={"1": 0.6, "5": 0.2, "10": 0.05, "20": 0.0},
+                              type="LSTM", receptive_field=None, trained_context=35),
+                 "gcnn": dict(effective_context=8, full_context_loss=5.3, full_context_ppl=math.exp(5.3),
+                              loss={str(k): 5.3 + 0.5 / k for k in ks}, ppl={str(k): math.exp(5.3 + 0.5 / k) for k in ks},
+                              shuffle_increase={"1": 0.4, "5": 0.1, "10": 0.0, "20": 0.0},
+                              random_increase={"1": 0.5, "5": 0.1, "10": 0.0, "20": 0.0},
+                              type="GCNN", receptive_field=31, trained_context=35)}}
+    write(root, "metrics/context_probe.json", probe)
+    write(root, "reports/context_probe/findings.md", "# Context probe: how much context the language models use\n\n"
+          "- **gcnn** (GCNN): uses about 8 tokens of context.\n")
+    return {"summaries": summaries, "probe": probe, "words": words}
+
+
+def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
+    made = lm_outputs(tmp_path)
+    result = build_report(tmp_path, tmp_path / "out", params=LM_PARAMS)
+    report = sections(result["text"])
+    lm, context = report["5"], report["6"]
+    assert "Not available" not in lm and "Not available" not in context
+    for name, s in made["summaries"].items():
+        row = table_rows(lm, name)[0]
+        assert row[1] == s["type"] and row[2] == f"{s['parameters']:,}"
+        assert row[5] == f"{s['best_valid_ppl']:.2f}" and row[6] == f"{s['test_ppl']:.2f}"
+        assert f"| End of training | test loss {s['test_loss']:5.2f} | test ppl {s['test_ppl']:8.2f}" in lm
+    assert "w0 w1 w2" in lm and "w99" in lm and "w100" not in lm  # the first 5 lines of 20 words
+    assert "200 words; model lstm" in lm
+    for name, r in made["probe"]["models"].items():
+        row = table_rows(context, name)[0]
+        assert row[2] == f"{r['ppl']['1']:.2f}" and row[3] == f"{r['full_context_ppl']:.2f}"
+        assert row[4] == str(r["effective_context"])
+        assert row[5] == (str(r["receptive_field"]) if r["receptive_field"] else "-")
+    assert "sees at most 31 tokens (its receptive field); its measured effective context, 8 tokens, lies inside" \
+        in context
+    assert "> - **gcnn** (GCNN): uses about 8 tokens of context." in context
+    assert {"wordlm_curves.png", "context_probe.png"} <= set(images(result["text"]))
+    for ref in images(result["text"]):
+        with Image.open(tmp_path / "out" / ref) as image:
+            assert image.format == "PNG"
+    # No ResNet outputs here: those sections say so instead of failing; no git: commit unknown.
+    for number in "1234":
+        assert "Not available" in report[number]
+    assert "git commit: `unknown`" in report["7"]
+
+
+def test_the_lm_deps_listed_for_the_merge_are_what_the_lm_sections_read(tmp_path: Path):
+    lm_outputs(tmp_path)
+    params = {**LM_PARAMS, "wordlm": {**LM_PARAMS["wordlm"], "models": {m: {} for m in LM_MODELS}}}
+    asked = build_report(tmp_path, tmp_path / "out", params=params)["inputs"]
+    lm = {p for p in asked if "wordlm" in p or "generated" in p or "context_probe" in p}
+    pending = pending_lm_deps()
+    assert all(any(p == d or p.startswith(d + "/") for d in pending) for p in lm), (lm, pending)
+    assert all(any(p == d or p.startswith(d + "/") for p in lm) for d in pending), (lm, pending)
+
+
+def test_a_trained_gpu_variant_gets_its_scaling_and_a_skipped_one_its_reason(tmp_path: Path):
+    reason = "needs 8 GPU(s) but this experiment may use devices=1; on a host with 8 GPUs run: dvc exp run -S devices=8"
+    write(tmp_path, "metrics/device_comparison.json", {
+        "cpu": {"status": "trained", "device": "CPU X", "gpus": 0, "processes": 1, "seconds_per_epoch": 100.0,
+                "images_per_second": 1000.0, "total_seconds": 2000.0, "speedup_over_cpu": 1.0},
+        "gpu1": {"status": "trained", "device": "GPU Y", "gpus": 1, "processes": 1, "seconds_per_epoch": 8.0,
+                 "images_per_second": 12500.0, "total_seconds": 160.0, "speedup_over_cpu": 12.5,
+                 "scaling_efficiency": 1.0},
+        "gpu8": {"status": "skipped", "reason": reason}})
+    body = sections(build_report(tmp_path, tmp_path / "out", params={})["text"])["3"]
+    assert table_rows(body, "gpu1")[0][1:] == ["trained", "GPU Y", "1", "1", "8.00", "12500.0", "160.00",
+                                               "12.50", "1.00"]
+    assert table_rows(body, "gpu8")[0][1] == f"skipped: {reason}"
+    assert "No GPU variant trained" not in body
