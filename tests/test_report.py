@@ -179,7 +179,10 @@ def test_reruns_exactly_when_an_input_changes(reported: Path):
     again = run(["dvc", "repro", "report"], cwd=reported).stdout
     assert "Running stage" not in again, again
     out = run(["dvc", "exp", "run", "-S", "eval.epochs=[2]", "report"], cwd=reported).stdout
-    assert ran(out, "eval_epochs") and ran(out, "report") and not ran(out, "train_resnet@cpu"), out
+    # The clone shares the DVC cache with other tests, so DVC's run-cache may restore a stage's
+    # outputs for these params ("is cached") instead of running it: both mean "re-done".
+    redone = lambda stage: ran(out, stage) or f"Stage '{stage}' is cached" in out  # noqa: E731
+    assert redone("eval_epochs") and redone("report") and not ran(out, "train_resnet@cpu"), out
     report = sections((reported / "reports/report/report.md").read_text())
     ev = read(reported, "metrics/eval.json")
     assert ev["first"]["epoch"] == ev["last"]["epoch"] == 2
