@@ -104,3 +104,20 @@ def make_project(dest: Path, overrides: dict | None = None, git: bool = True) ->
 def project(tmp_path: Path) -> Path:
     """A fresh git+DVC copy of the project with tiny params."""
     return make_project(tmp_path / "project", TINY_PARAMS)
+
+
+# Word-level language models: a tiny corpus and tiny models, seconds per stage.
+TINY_PARAMS["wordlm"] = {
+    "sample": {"train_words": 3000, "valid_words": 800, "test_words": 800, "topics": 4},
+    "train": {"epochs": 2, "batch_size": 10, "bptt": 10, "log_interval": 5, "eval_batch_size": 5,
+              "eval_context": 10, "eval_stride": 5},
+    "models": {
+        "lstm": {"type": "LSTM", "emsize": 16, "nhid": 16, "nlayers": 1, "dropout": 0.0, "tied": False,
+                 "lr": 20, "optimizer": "sgd"},
+        "transformer": {"type": "Transformer", "emsize": 16, "nhid": 16, "nlayers": 1, "nhead": 2,
+                        "dropout": 0.0, "tied": False, "lr": 5, "optimizer": "sgd"},
+        "gcnn": {"type": "GCNN", "emsize": 16, "nhid": 16, "kernel_size": 3, "dilations": [1, 2],
+                 "dropout": 0.0, "tied": False, "lr": 2, "optimizer": "sgd"},
+    },
+}
+TINY_PARAMS["generate"] = {"words": 50}
