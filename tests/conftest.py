@@ -110,7 +110,7 @@ def project(tmp_path: Path) -> Path:
 TINY_PARAMS["wordlm"] = {
     "sample": {"train_words": 3000, "valid_words": 800, "test_words": 800, "topics": 4},
     "train": {"epochs": 2, "batch_size": 10, "bptt": 10, "log_interval": 5, "eval_batch_size": 5,
-              "eval_context": 10, "eval_stride": 5},
+              "eval_context": 10, "eval_stride": 5, "threads": 1},
     "models": {
         "lstm": {"type": "LSTM", "emsize": 16, "nhid": 16, "nlayers": 1, "dropout": 0.0, "tied": False,
                  "lr": 20, "optimizer": "sgd"},

@@ -62,6 +62,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
 
 def generate_text(gen: dict, runs: str | Path, out: str | Path) -> list[str]:
     name = gen.get("model")
+    torch.set_num_threads(1)  # one token a step: threads only add synchronisation
     model, config, vocab = load_checkpoint(Path(runs) / str(name))
     words = generate_words(model, config, vocab, int(gen.get("words", 1000)), float(gen.get("temperature", 1.0)),
                            int(gen.get("seed", 0)), gen.get("prompt"))

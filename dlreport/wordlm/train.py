@@ -36,6 +36,13 @@ from dlreport.wordlm.models import GCNNModel, RNNModel, build_model, count_param
 CHECKPOINT = "model.pt"
 
 
+def set_threads(threads) -> None:
+    """``threads`` > 0: use that many CPU threads (0 or None: PyTorch's default). Small models
+    gain little from threads and lose much when other processes share the cores."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def history_of(model: nn.Module) -> int:
     """Tokens of history fed before each training chunk: RF - 1 for the CNN, else 0."""
     return model.receptive_field - 1 if isinstance(model, GCNNModel) else 0
@@ -90,6 +97,12 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
     raise PipelineError(f"optimizer {name!r} is unknown (param wordlm.models.<name>.optimizer); use sgd or adamw")
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Divide the lr the optimizer actually uses (every param group) by ``factor``."""
+    for group in optimizer.param_groups:
+        group["lr"] /= factor
 
 
 def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_interval: int,
@@ -166,6 +179,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
     if name not in models:
         raise PipelineError(f"model {name!r} is not in params wordlm.models (has: {', '.join(models)})")
     cfg = dict(models[name])
+    set_threads(train.get("threads"))
     torch.manual_seed(int(train["seed"]))
     corpus = Corpus(corpus_dir)
     ntokens = len(corpus)
@@ -226,8 +240,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
                 best_val, best_epoch = val_loss, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
-                for group in optimizer.param_groups:  # the example's lr /= 4, on the optimizer
-                    group["lr"] /= 4.0
+                decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
         log("=" * 89)
