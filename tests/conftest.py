@@ -121,3 +121,6 @@ TINY_PARAMS["wordlm"] = {
     },
 }
 TINY_PARAMS["generate"] = {"words": 50}
+TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
+# The context probe's log-x plot template lives in .dvc/plots.
+PROJECT_FILES.append(".dvc/plots")

@@ -1,6 +1,7 @@
 """Language models with one interface: ``model(input, hidden) -> (logits, hidden)``.
 
-``input`` is (time, batch) token ids; ``logits`` is (time, batch, ntoken), raw scores (the
+``input`` is (time, batch) token ids; ``logits`` is (time, batch, ntoken), raw scores
+(``last_only=True``: only the last position's, (1, batch, ntoken)) (the
 example returns log_softmax; cross-entropy on the logits gives the same loss). RNNs carry
 ``hidden``; the Transformer and the CNN ignore it and return None.
 
@@ -47,9 +48,11 @@ class RNNModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         nn.init.uniform_(self.decoder.weight, -initrange, initrange)
 
-    def forward(self, input: torch.Tensor, hidden=None):
+    def forward(self, input: torch.Tensor, hidden=None, last_only: bool = False):
         emb = self.drop(self.encoder(input))
         output, hidden = self.rnn(emb, hidden)
+        if last_only:
+            output = output[-1:]
         return self.decoder(self.drop(output)), hidden
 
     def init_hidden(self, bsz: int):
@@ -91,10 +94,12 @@ class TransformerModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         nn.init.uniform_(self.decoder.weight, -initrange, initrange)
 
-    def forward(self, src: torch.Tensor, hidden=None):
+    def forward(self, src: torch.Tensor, hidden=None, last_only: bool = False):
         mask = nn.Transformer.generate_square_subsequent_mask(len(src), device=src.device)
         x = self.pos_encoder(self.encoder(src) * math.sqrt(self.ninp))
         output = self.transformer_encoder(x, mask=mask, is_causal=True)
+        if last_only:
+            output = output[-1:]
         return self.decoder(output), None
 
 
@@ -120,11 +125,13 @@ class GCNNModel(nn.Module):
     def receptive_field(self) -> int:
         return receptive_field(self.kernel_size, self.dilations)
 
-    def forward(self, src: torch.Tensor, hidden=None):
+    def forward(self, src: torch.Tensor, hidden=None, last_only: bool = False):
         x = self.inp(self.drop(self.encoder(src)).permute(1, 2, 0))  # (batch, channels, time)
         for conv in self.convs:
             pad = (self.kernel_size - 1) * conv.dilation[0]
             x = x + F.glu(conv(self.drop(F.pad(x, (pad, 0)))), dim=1)  # causal: pad the past only
+        if last_only:
+            x = x[..., -1:]
         output = self.drop(self.out(x)).permute(2, 0, 1)
         return self.decoder(output), None
 

@@ -14,7 +14,7 @@ from dlreport.fileio import write_json
 from dlreport.wordlm.corpus import read_source, write_corpus
 from dlreport.wordlm.sample import generate_sample
 
-SAMPLE_KEYS = ("seed", "train_words", "valid_words", "test_words", "topics", "long_range", "unk_min_count")
+SAMPLE_KEYS = ("seed", "train_words", "valid_words", "test_words", "topics", "topic_words", "long_range", "unk_min_count")
 
 
 def prepare_corpus(wordlm: dict, data_dir: str | Path, out: str | Path, metrics: str | Path | None = None) -> dict:

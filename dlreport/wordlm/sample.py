@@ -51,7 +51,7 @@ def _zipf(count: int, exponent: float = 1.0) -> np.ndarray:
 
 
 class _Grammar:
-    def __init__(self, rng: np.random.Generator, topics: int):
+    def __init__(self, rng: np.random.Generator, topics: int, topic_words: int):
         words = _Words(rng)
         self.rng = rng
         self.nouns = words.many(400)
@@ -61,15 +61,16 @@ class _Grammar:
         self.noun_p, self.rare_p = _zipf(len(self.nouns)), _zipf(len(self.rare), 0.5)
         self.verb_p, self.adj_p = _zipf(len(self.verbs)), _zipf(len(self.adjectives))
         self.topics = [dict(name=[words.new().capitalize() for _ in range(rng.integers(1, 3))],
-                            nouns=words.many(24), verbs=words.many(8), adjectives=words.many(8))
+                            nouns=words.many(topic_words), verbs=words.many(max(1, topic_words // 3)),
+                            adjectives=words.many(max(1, topic_words // 3)))
                        for _ in range(topics)]
 
     def pick(self, items: list[str], p: np.ndarray | None = None) -> str:
         return items[self.rng.choice(len(items), p=p)]
 
-    def noun(self, topic: dict, plural: bool) -> str:
+    def noun(self, topic: dict | None, plural: bool) -> str:
         r = self.rng.random()
-        if r < 0.5:
+        if topic and r < 0.7:
             word = self.pick(topic["nouns"])
         elif r < 0.93:
             word = self.pick(self.nouns, self.noun_p)
@@ -77,27 +78,33 @@ class _Grammar:
             word = self.pick(self.rare, self.rare_p)
         return word + "s" if plural else word
 
-    def np(self, topic: dict, plural: bool, depth: int = 0) -> list[str]:
+    def np(self, topic: dict | None, plural: bool, depth: int = 0) -> list[str]:
         det = "the" if plural else self.pick(DETERMINERS)
         out = [det]
         if self.rng.random() < 0.35:
-            out.append(self.pick(topic["adjectives"]) if self.rng.random() < 0.5
+            out.append(self.pick(topic["adjectives"]) if topic and self.rng.random() < 0.5
                        else self.pick(self.adjectives, self.adj_p))
         out.append(self.noun(topic, plural))
         if depth == 0 and self.rng.random() < 0.25:
             out += [self.pick(PREPOSITIONS)] + self.np(topic, self.rng.random() < 0.3, depth + 1)
         return out
 
-    def verb(self, topic: dict, plural_subject: bool) -> str:
-        word = (self.pick(topic["verbs"]) if self.rng.random() < 0.4
+    def verb(self, topic: dict | None, plural_subject: bool) -> str:
+        word = (self.pick(topic["verbs"]) if topic and self.rng.random() < 0.5
                 else self.pick(self.verbs, self.verb_p))
         return word if plural_subject else word + "s"  # agreement: singular subject, verb+s
 
     def sentence(self, topic: dict) -> list[str]:
+        """One sentence; a third are topical (the topic's name or words), the rest generic, so the
+        evidence for the topic is often several sentences back."""
         plural = self.rng.random() < 0.3
-        if self.rng.random() < 0.3:  # the topic's name recurs through its article
+        r = self.rng.random()
+        if r < 0.12:  # the topic's name recurs through its article
             subject, plural = ["The"] + topic["name"], False
         else:
+            if r >= 0.35:
+                topic = None  # a generic sentence: no topic words
+
             subject = self.np(topic, plural)
             subject[0] = subject[0].capitalize()
         out = subject + [self.verb(topic, plural)] + self.np(topic, self.rng.random() < 0.3)
@@ -107,11 +114,12 @@ class _Grammar:
 
 
 def generate_sample(seed: int = 0, train_words: int = 60000, valid_words: int = 12000,
-                    test_words: int = 12000, topics: int = 24, long_range: bool = True,
+                    test_words: int = 12000, topics: int = 24, topic_words: int = 24, long_range: bool = True,
                     unk_min_count: int = 3) -> dict[str, str]:
-    """Return {split: text} in WikiText's format; same arguments, same text."""
+    """Return {split: text} in WikiText's format; same arguments, same text. ``topics`` topics
+    with ``topic_words`` nouns each (and a third as many verbs and adjectives)."""
     rng = np.random.default_rng(seed)
-    grammar = _Grammar(rng, topics)
+    grammar = _Grammar(rng, topics, topic_words)
     wanted = dict(train=train_words, valid=valid_words, test=test_words)
     lines: dict[str, list[list[str]]] = {}
     for split in SPLITS:
