@@ -126,7 +126,7 @@ def findings(results: dict, cfg: dict, ks: list[int], distances: list[int], trai
         gain = r["loss"][str(ks[0])] - r["full_context_loss"]
         used = [d for d in distances if r["shuffle_increase"][str(d)] > tol * r["full_context_loss"]]
         usedr = [d for d in distances if r["random_increase"][str(d)] > tol * r["full_context_loss"]]
-        text = (f"- **{name}** ({r['type']}): uses about {r['effective_context']} tokens of context "
+        text = (f"- **{name}** ({r['type']}): uses about {r['effective_context']} token(s) of context "
                 f"(loss within {tol:.0%} of the {ks[-1]}-token loss from k = {r['effective_context']} on); "
                 f"going from 1 to {ks[-1]} tokens lowers its loss by {gain:.3f} nats "
                 f"(perplexity {r['ppl'][str(ks[0])]:.1f} -> {r['full_context_ppl']:.1f}). ")
@@ -149,10 +149,11 @@ def findings(results: dict, cfg: dict, ks: list[int], distances: list[int], trai
                        default=None)
             where = "before" if flat < rf else ("at" if flat == rf else "after")
             lines.append(f"  The CNN's curve goes flat at k = {flat}, {where} its receptive field of {rf} tokens "
-                         f"({flat / rf:.2f} x)" + (f"; from k = {after[0]} on its loss differs from the full-context "
-                                                   f"loss by at most {change:.2e} nats" if change is not None else "")
-                         + (f", and perturbing tokens beyond d = {rf - 1} changes it by at most {pert:.2e} nats."
-                            if pert is not None else "."))
+                         f"({flat / rf:.2f} x; measured lengths are powers of two)"
+                         + (f"; from k = {after[0]} on its loss differs from the full-context "
+                            f"loss by at most {change:.2e} nats" if change is not None else "")
+                         + (f", and perturbing only tokens farther than its receptive field (d >= {rf}) changes it "
+                            f"by at most {pert:.2e} nats." if pert is not None else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -5,9 +5,10 @@ context measurably does better:
 
 * local syntax: sentences from a small grammar (determiner, adjective, noun, prepositional
   phrases, subject-verb number agreement, ``,`` and ``.``), in lines of several sentences;
-* long-range dependencies: every article has a topic; its name recurs in the article and a
-  large share of its nouns, verbs and adjectives come from the topic's own vocabulary, so
-  tokens far back (the heading, earlier sentences) tell which words come next.
+* long-range dependencies: every article has a topic; its name recurs in the article, about
+  half of its sentences draw their nouns, verbs and adjectives from the topic's own
+  vocabulary, and the topic's register ends every sentence with its own mark (``.`` or
+  ``;``), so tokens far back (the heading, earlier sentences) tell which words come next.
 
 ``long_range=False`` switches the long-range part off: each sentence then draws its own topic,
 so nothing beyond the current sentence helps predict the next word (the control of the
@@ -24,6 +25,7 @@ import numpy as np
 SPLITS = ("train", "valid", "test")
 DETERMINERS = ["the", "a", "this", "every", "its", "one"]
 PREPOSITIONS = ["of", "in", "with", "near", "from", "for", "by", "on"]
+ENDINGS = [".", ";"]  # each topic's register ends its sentences one way: a cue a sentence back
 SYLLABLES = ["ka", "lo", "mi", "ter", "van", "sel", "dor", "pu", "ri", "gan", "mor", "tis", "bel",
              "cha", "nu", "fen", "gro", "has", "ib", "jul", "kem", "lar", "ost", "pra", "quin",
              "ros", "sun", "tal", "ul", "ver", "wex", "yor", "zan", "ap", "eb", "ic"]
@@ -62,15 +64,15 @@ class _Grammar:
         self.verb_p, self.adj_p = _zipf(len(self.verbs)), _zipf(len(self.adjectives))
         self.topics = [dict(name=[words.new().capitalize() for _ in range(rng.integers(1, 3))],
                             nouns=words.many(topic_words), verbs=words.many(max(1, topic_words // 3)),
-                            adjectives=words.many(max(1, topic_words // 3)))
-                       for _ in range(topics)]
+                            adjectives=words.many(max(1, topic_words // 3)), end=ENDINGS[i % len(ENDINGS)])
+                       for i in range(topics)]
 
     def pick(self, items: list[str], p: np.ndarray | None = None) -> str:
         return items[self.rng.choice(len(items), p=p)]
 
     def noun(self, topic: dict | None, plural: bool) -> str:
         r = self.rng.random()
-        if topic and r < 0.7:
+        if topic and r < 0.8:
             word = self.pick(topic["nouns"])
         elif r < 0.93:
             word = self.pick(self.nouns, self.noun_p)
@@ -95,22 +97,22 @@ class _Grammar:
         return word if plural_subject else word + "s"  # agreement: singular subject, verb+s
 
     def sentence(self, topic: dict) -> list[str]:
-        """One sentence; a third are topical (the topic's name or words), the rest generic, so the
+        end = topic["end"]
+        """One sentence; about half are topical (the topic's name or words), the rest generic, so the
         evidence for the topic is often several sentences back."""
         plural = self.rng.random() < 0.3
         r = self.rng.random()
         if r < 0.12:  # the topic's name recurs through its article
             subject, plural = ["The"] + topic["name"], False
         else:
-            if r >= 0.35:
+            if r >= 0.55:
                 topic = None  # a generic sentence: no topic words
-
             subject = self.np(topic, plural)
             subject[0] = subject[0].capitalize()
         out = subject + [self.verb(topic, plural)] + self.np(topic, self.rng.random() < 0.3)
         if self.rng.random() < 0.25:
             out += [",", self.pick(["and", "but"]), self.verb(topic, plural)] + self.np(topic, False)
-        return out + ["."]
+        return out + [end]
 
 
 def generate_sample(seed: int = 0, train_words: int = 60000, valid_words: int = 12000,
