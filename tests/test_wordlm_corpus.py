@@ -66,9 +66,15 @@ def test_sample_topic_words_recur_within_articles_only_with_long_range():
                 articles.append((line.strip(" =").strip(), []))
             elif articles:
                 articles[-1][1].append(line)
-        return sum(" ".join(body).count(title) >= 2 for title, body in articles) / len(articles)
-    assert recurrence(generate_sample(**SMALL)) > 0.8
-    assert recurrence(generate_sample(**{**SMALL, "long_range": False})) < 0.5
+        return sum(" ".join(body).count(title) >= 1 for title, body in articles) / len(articles)
+
+    def one_register(texts: dict) -> float:  # articles whose sentences all end with the same mark
+        articles = [a for a in texts["train"].split("\n \n = ")[1:] if not a.startswith("= ")]
+        marks = [{w for w in a.split() if w in (".", ";")} for a in articles]
+        return sum(len(m) == 1 for m in marks if m) / len([m for m in marks if m])
+    on, off = generate_sample(**SMALL), generate_sample(**{**SMALL, "long_range": False})
+    assert recurrence(on) > 0.6 and one_register(on) == 1.0
+    assert recurrence(off) < 0.3 and one_register(off) < 0.5
 
 
 def test_prepare_corpus_sample_and_errors(tmp_path: Path):
