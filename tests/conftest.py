@@ -124,3 +124,13 @@ TINY_PARAMS["generate"] = {"words": 50}
 TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
 # The context probe's log-x plot template lives in .dvc/plots.
 PROJECT_FILES.append(".dvc/plots")
+
+
+@pytest.fixture(scope="session")
+def wordlm_project(tmp_path_factory) -> Path:
+    """One temp project (tiny params) where `dvc repro` ran every LM stage, offline: shared by
+    the end-to-end tests of train_wordlm, generate_text and context_probe (read-only for them)."""
+    project = make_project(tmp_path_factory.mktemp("wordlm") / "project", TINY_PARAMS)
+    result = run(["dvc", "repro", "train_wordlm", "generate_text", "context_probe"], cwd=project)
+    (project / "repro.log").write_text(result.stdout)
+    return project

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_PARAMS, make_project, run
+from conftest import TINY_PARAMS, run
 from dlreport.wordlm.corpus import Corpus, write_corpus
 from dlreport.wordlm.models import build_model
 from dlreport.wordlm.probe import (context_lengths, probe_model, replace_far, shuffle_far, target_positions,
@@ -112,9 +112,9 @@ def test_long_range_structure_is_used_and_its_absence_shows(tmp_path: Path):
     assert far_off < far_on / 4 and truncation_off < truncation_on / 4, (far_off, truncation_off)
 
 
-def test_context_probe_stage_end_to_end(tmp_path: Path):
-    project = make_project(tmp_path / "project", TINY_PARAMS)
-    out = run(["dvc", "repro", "context_probe"], cwd=project).stdout
+def test_context_probe_stage_end_to_end(wordlm_project: Path):
+    project = wordlm_project
+    out = (project / "repro.log").read_text()
     assert "Running stage 'train_wordlm@gcnn'" in out and "Running stage 'context_probe'" in out
     metrics = json.loads((project / "metrics" / "context_probe.json").read_text())
     assert metrics["context_lengths"] == [1, 2, 4, 8, 16] and metrics["distances"] == [1, 2, 5, 10]

@@ -13,11 +13,12 @@ from conftest import REPO, TINY_PARAMS, make_project, run
 MODELS = ("lstm", "transformer", "gcnn")
 
 
-def test_default_pipeline_offline(tmp_path: Path):
-    project = make_project(tmp_path / "project", TINY_PARAMS)
+def test_default_pipeline_offline(wordlm_project: Path):
+    project = wordlm_project
     data_dvc = (project / "data.dvc").read_text()
+    assert data_dvc == (REPO / "data.dvc").read_text()  # untouched by the run
     assert "wikitext-2-v1.zip" in data_dvc and "md5:" not in data_dvc.replace("# ", "")  # no data recorded
-    out = run(["dvc", "repro", "train_wordlm", "generate_text"], cwd=project).stdout
+    out = (project / "repro.log").read_text()
     for name in MODELS:
         assert f"Running stage 'train_wordlm@{name}'" in out
     assert "| End of training | test loss" in out and "| end of epoch   2 | time:" in out
@@ -43,11 +44,14 @@ def test_default_pipeline_offline(tmp_path: Path):
 
     # Everything is up to date; a change to one model's params re-runs that model only.
     assert "Running stage" not in run(["dvc", "repro", "train_wordlm", "generate_text"], cwd=project).stdout
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["wordlm"]["models"]["gcnn"]["lr"] = 1.5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = run(["dvc", "status", "--json"], cwd=project).stdout
-    changed = set(json.loads(status))
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], cwd=project).stdout))
+    finally:
+        (project / "params.yaml").write_text(original)
     assert "train_wordlm@gcnn" in changed and not {"train_wordlm@lstm", "train_wordlm@transformer",
                                                     "prepare_corpus"} & changed
 

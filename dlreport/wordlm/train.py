@@ -57,10 +57,11 @@ def detach(hidden):
 
 
 def window_context(model: nn.Module, cfg: dict, train: dict) -> int:
-    """The longest window generation and evaluation give a windowed model."""
+    """The window generation gives a windowed model: the CNN its receptive field, the
+    Transformer no more than it was trained on (bptt) or evaluated with (eval_context)."""
     if isinstance(model, GCNNModel):
         return model.receptive_field
-    return int(train["eval_context"])
+    return min(int(train["eval_context"]), int(train["bptt"]))
 
 
 @torch.no_grad()
