@@ -146,3 +146,33 @@ def reproduced(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], cwd=project)
     run(["git", "commit", "-qm", "reproduced"], cwd=project)
     return project
+
+
+# Word-level language models: a tiny corpus and tiny models, seconds per stage.
+TINY_PARAMS["wordlm"] = {
+    "sample": {"train_words": 3000, "valid_words": 800, "test_words": 800, "topics": 4},
+    "train": {"epochs": 2, "batch_size": 10, "bptt": 10, "log_interval": 5, "eval_batch_size": 5,
+              "eval_context": 10, "eval_stride": 5, "threads": 1},
+    "models": {
+        "lstm": {"type": "LSTM", "emsize": 16, "nhid": 16, "nlayers": 1, "dropout": 0.0, "tied": False,
+                 "lr": 20, "optimizer": "sgd"},
+        "transformer": {"type": "Transformer", "emsize": 16, "nhid": 16, "nlayers": 1, "nhead": 2,
+                        "dropout": 0.0, "tied": False, "lr": 5, "optimizer": "sgd"},
+        "gcnn": {"type": "GCNN", "emsize": 16, "nhid": 16, "kernel_size": 3, "dilations": [1, 2],
+                 "dropout": 0.0, "tied": False, "lr": 2, "optimizer": "sgd"},
+    },
+}
+TINY_PARAMS["generate"] = {"words": 50}
+TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
+# The context probe's log-x plot template lives in .dvc/plots.
+PROJECT_FILES.append(".dvc/plots")
+
+
+@pytest.fixture(scope="session")
+def wordlm_project(tmp_path_factory) -> Path:
+    """One temp project (tiny params) where `dvc repro` ran every LM stage, offline: shared by
+    the end-to-end tests of train_wordlm, generate_text and context_probe (read-only for them)."""
+    project = make_project(tmp_path_factory.mktemp("wordlm") / "project", TINY_PARAMS)
+    result = run(["dvc", "repro", "train_wordlm", "generate_text", "context_probe"], cwd=project)
+    (project / "repro.log").write_text(result.stdout)
+    return project

@@ -1,0 +1,264 @@
+"""Training and evaluation of the word-level language models (stage train_wordlm@<name>).
+
+The loop is the PyTorch word_language_model example's (SGD at ``lr`` with gradient clipping,
+batches as columns of the token stream, ``bptt`` steps, lr divided by 4 when the validation
+loss stops improving, the best-validation model kept, its log lines), with its flaws fixed:
+
+* evaluation gives every model context the same way: RNNs carry their state through the
+  stream (as in the example); the Transformer and the CNN slide a window of
+  ``eval_context`` tokens over it in steps of ``eval_stride``, scoring the last
+  ``eval_stride`` positions of each window, so every scored token is predicted from at least
+  ``eval_context - eval_stride + 1`` and at most ``eval_context`` tokens (the example scored
+  the Transformer on independent 35-token chunks: its first tokens had no context at all);
+* the Transformer always runs with the causal mask;
+* with ``optimizer: adamw`` the lr decay acts on the optimizer's lr (the example's decay
+  changed a variable the optimizer never read).
+
+The CNN trains on ``bptt`` targets per step, each chunk preceded by ``receptive_field - 1``
+tokens of history, so every target sees its whole receptive field as in evaluation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlreport.errors import PipelineError
+from dlreport.fileio import atomic_dir, write_json
+from dlreport.wordlm.corpus import Corpus, batchify, get_batch
+from dlreport.wordlm.models import GCNNModel, RNNModel, build_model, count_parameters
+
+CHECKPOINT = "model.pt"
+
+
+def set_threads(threads) -> None:
+    """``threads`` > 0: use that many CPU threads (0 or None: PyTorch's default). Small models
+    gain little from threads and lose much when other processes share the cores."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def history_of(model: nn.Module) -> int:
+    """Tokens of history fed before each training chunk: RF - 1 for the CNN, else 0."""
+    return model.receptive_field - 1 if isinstance(model, GCNNModel) else 0
+
+
+def detach(hidden):
+    if hidden is None:
+        return None
+    if isinstance(hidden, torch.Tensor):
+        return hidden.detach()
+    return tuple(detach(h) for h in hidden)
+
+
+def window_context(model: nn.Module, cfg: dict, train: dict) -> int:
+    """The window generation gives a windowed model: the CNN its receptive field, the
+    Transformer no more than it was trained on (bptt) or evaluated with (eval_context)."""
+    if isinstance(model, GCNNModel):
+        return model.receptive_field
+    return min(int(train["eval_context"]), int(train["bptt"]))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: torch.Tensor, bptt: int, context: int, stride: int) -> float:
+    """Mean cross-entropy (nats) over every target of ``data`` (time, batch)."""
+    model.eval()
+    total, count = 0.0, 0
+    if isinstance(model, RNNModel):
+        hidden = model.init_hidden(data.size(1))
+        for i in range(0, data.size(0) - 1, bptt):
+            inputs, targets = get_batch(data, i, bptt)
+            logits, hidden = model(inputs, hidden)
+            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+            count += targets.numel()
+        return total / count
+    if not 0 < stride <= context:
+        raise PipelineError(f"eval_stride {stride} must be between 1 and eval_context {context} "
+                            f"(params wordlm.train.eval_stride/eval_context)")
+    for i in range(0, data.size(0) - 1, stride):
+        end = min(i + stride, data.size(0) - 1)
+        start = max(0, end - context)
+        logits, _ = model(data[start:end])
+        scored = end - i
+        targets = data[i + 1:end + 1]
+        total += F.cross_entropy(logits[-scored:].flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    return total / count
+
+
+def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    name = str(cfg.get("optimizer", "sgd")).lower()
+    if name == "sgd":  # the example's update p -= lr * grad
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
+    raise PipelineError(f"optimizer {name!r} is unknown (param wordlm.models.<name>.optimizer); use sgd or adamw")
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Divide the lr the optimizer actually uses (every param group) by ``factor``."""
+    for group in optimizer.param_groups:
+        group["lr"] /= factor
+
+
+def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_interval: int,
+                log=print, on_interval=None, batch_limit: int | None = None) -> dict:
+    """One pass over ``data`` (time, batch) as the example's train(); returns its statistics."""
+    model.train()
+    history = history_of(model)
+    hidden = model.init_hidden(data.size(1)) if isinstance(model, RNNModel) else None
+    nbatches = len(data) // bptt
+    interval_loss = torch.zeros(())
+    interval_tokens, start = 0, time.time()
+    epoch_tokens, epoch_start = 0, time.time()
+    for batch, i in enumerate(range(0, data.size(0) - 1, bptt)):
+        if batch_limit is not None and batch >= batch_limit:
+            break
+        inputs, targets = get_batch(data, i, bptt)
+        if history:
+            h = min(i, history)
+            inputs = data[i - h:i + len(targets)]
+        optimizer.zero_grad(set_to_none=True)
+        hidden = detach(hidden)
+        logits, hidden = model(inputs, hidden)
+        logits = logits[-len(targets):]
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        optimizer.step()
+        interval_loss += loss.detach()
+        interval_tokens += targets.numel()
+        epoch_tokens += targets.numel()
+        if batch % log_interval == 0 and batch > 0:
+            cur_loss = interval_loss.item() / log_interval
+            elapsed = time.time() - start
+            lr = optimizer.param_groups[0]["lr"]
+            log("| epoch {:3d} | {:5d}/{:5d} batches | lr {:02.2f} | ms/batch {:5.2f} | "
+                "loss {:5.2f} | ppl {:8.2f}".format(epoch, batch, nbatches, lr, elapsed * 1000 / log_interval,
+                                                    cur_loss, math.exp(min(cur_loss, 50))))
+            if on_interval:
+                on_interval(dict(loss=cur_loss, ppl=math.exp(min(cur_loss, 50)), lr=lr,
+                                 tokens_per_s=interval_tokens / max(elapsed, 1e-9)))
+            interval_loss.zero_()
+            interval_tokens, start = 0, time.time()
+    seconds = time.time() - epoch_start
+    return dict(tokens=epoch_tokens, seconds=seconds, tokens_per_s=epoch_tokens / max(seconds, 1e-9))
+
+
+def model_config(cfg: dict, model: nn.Module, ntokens: int, train: dict) -> dict:
+    config = dict(cfg, ntokens=ntokens, parameters=count_parameters(model), bptt=int(train["bptt"]),
+                  window=window_context(model, cfg, train))
+    if isinstance(model, GCNNModel):
+        config["receptive_field"] = model.receptive_field
+    return config
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
+    """(model in eval mode, config, vocabulary) from a train_wordlm checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm` first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(state["config"], state["config"]["ntokens"])
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return model, state["config"], state["vocab"]
+
+
+def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Path, summary: str | Path,
+                 log=print) -> dict:
+    wordlm = params["wordlm"]
+    train = wordlm["train"]
+    models = wordlm.get("models") or {}
+    if name not in models:
+        raise PipelineError(f"model {name!r} is not in params wordlm.models (has: {', '.join(models)})")
+    cfg = dict(models[name])
+    set_threads(train.get("threads"))
+    torch.manual_seed(int(train["seed"]))
+    corpus = Corpus(corpus_dir)
+    ntokens = len(corpus)
+    bptt, clip = int(train["bptt"]), float(train["clip"])
+    train_data = batchify(corpus.train, int(train["batch_size"]))
+    val_data = batchify(corpus.valid, int(train["eval_batch_size"]))
+    test_data = batchify(corpus.test, int(train["eval_batch_size"]))
+    model = build_model(cfg, ntokens)
+    optimizer = make_optimizer(model, cfg)
+    config = model_config(cfg, model, ntokens, train)
+    context, stride = int(train["eval_context"]), int(train["eval_stride"])
+    epochs = int(train["epochs"])
+    if epochs < 1:
+        raise PipelineError(f"wordlm.train.epochs is {epochs}; it must be at least 1")
+    log(f"| model {name}: {cfg['type']}, {config['parameters']:,} parameters, vocabulary {ntokens:,}, "
+        f"{len(corpus.train):,} training tokens"
+        + (f", receptive field {config['receptive_field']} tokens" if "receptive_field" in config else ""))
+
+    from dvclive import Live
+
+    with atomic_dir(out) as tmp:
+        live = Live(str(tmp / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
+        step = {"batches": 0}
+
+        def on_interval(row: dict) -> None:
+            live.step = step["batches"]
+            for key in ("loss", "ppl", "tokens_per_s"):
+                live.log_metric(f"train/{key}", row[key])
+            live.log_metric("lr", row["lr"])
+
+        best_val, best_state, best_epoch = None, None, 0
+        tokens, seconds = 0, 0.0
+        start = time.time()
+        nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
+        for epoch in range(1, epochs + 1):
+            epoch_start = time.time()
+            base = (epoch - 1) * nbatches
+
+            def interval(row, base=base):
+                step["batches"] = base + interval.count * int(train["log_interval"])
+                interval.count += 1
+                on_interval(row)
+            interval.count = 1
+            stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, int(train["log_interval"]),
+                                log, interval)
+            tokens += stats["tokens"]
+            seconds += stats["seconds"]
+            val_loss = evaluate(model, val_data, bptt, context, stride)
+            log("-" * 89)
+            log("| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | valid ppl {:8.2f}".format(
+                epoch, time.time() - epoch_start, val_loss, math.exp(val_loss)))
+            log("-" * 89)
+            live.step = epoch
+            live.log_metric("valid/loss", val_loss)
+            live.log_metric("valid/ppl", math.exp(val_loss))
+            live.log_metric("epoch_lr", optimizer.param_groups[0]["lr"])
+            if best_val is None or val_loss < best_val:
+                best_val, best_epoch = val_loss, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
+        model.load_state_dict(best_state)
+        test_loss = evaluate(model, test_data, bptt, context, stride)
+        log("=" * 89)
+        log("| End of training | test loss {:5.2f} | test ppl {:8.2f}".format(test_loss, math.exp(test_loss)))
+        log("=" * 89)
+        metrics = dict(model=name, type=cfg["type"], parameters=config["parameters"], epochs=epochs,
+                       best_epoch=best_epoch, best_valid_loss=best_val, best_valid_ppl=math.exp(best_val),
+                       test_loss=test_loss, test_ppl=math.exp(test_loss),
+                       seconds=round(time.time() - start, 2), train_seconds=round(seconds, 2),
+                       tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
+                       eval_context=None if isinstance(model, RNNModel) else context,
+                       eval_stride=None if isinstance(model, RNNModel) else stride,
+                       receptive_field=config.get("receptive_field"))
+        live.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        live.make_summary()
+        live.end()
+        torch.save(dict(state_dict=best_state, config=config, vocab=corpus.idx2word, metrics=metrics),
+                   tmp / CHECKPOINT)
+    write_json(summary, metrics)
+    return metrics

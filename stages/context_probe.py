@@ -1,0 +1,28 @@
+"""Stage context_probe: how much context each trained language model uses (truncated and
+perturbed context, effective context; Khandelwal et al. 2018). Writes metrics/context_probe.json
+and reports/context_probe/ (perplexity.csv, shuffle_increase.csv, random_increase.csv,
+targets.json, findings.md)."""
+import argparse
+
+from _common import run_stage
+
+from dlreport.params import load_params
+from dlreport.wordlm.probe import context_probe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--runs", default="runs/wordlm")
+    parser.add_argument("--corpus", default="datasets/corpus")
+    parser.add_argument("--out", default="reports/context_probe")
+    parser.add_argument("--metrics", default="metrics/context_probe.json")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    cfg = params["context_probe"]
+    models = list(cfg.get("models") or params["wordlm"]["models"])
+    context_probe(cfg, args.runs, models, args.corpus, args.out, args.metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

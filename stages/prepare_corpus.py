@@ -1,0 +1,27 @@
+"""Stage prepare_corpus: write datasets/corpus/{train,valid,test}.txt from the chosen corpus.
+
+wordlm.corpus=sample generates it offline; wordlm.corpus=data reads data/ (the WikiText-2
+archive that `dvc update data.dvc` fetches).
+"""
+import argparse
+
+from _common import run_stage
+
+from dlreport.params import load_params
+from dlreport.wordlm.prepare import prepare_corpus
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data", help="the imported corpus (wordlm.corpus=data)")
+    parser.add_argument("--out", default="datasets/corpus")
+    parser.add_argument("--metrics", default="metrics/corpus.json")
+    args = parser.parse_args()
+    stats = prepare_corpus(load_params(args.params)["wordlm"], args.data, args.out, args.metrics)
+    print(f"corpus ({stats['source']}): {stats['train_tokens']:,} / {stats['valid_tokens']:,} / "
+          f"{stats['test_tokens']:,} tokens (train/valid/test), vocabulary {stats['vocab_size']:,} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

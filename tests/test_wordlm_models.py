@@ -1,0 +1,169 @@
+"""The language models: every type learns; the Transformer is causal; the CNN sees exactly its
+receptive field; evaluation windows; lr decay on the optimizer; checkpoints; generation."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlreport.errors import PipelineError
+from dlreport.wordlm.corpus import Corpus, batchify, write_corpus
+from dlreport.wordlm.generate import generate_text, generate_words
+from dlreport.wordlm.models import MODEL_TYPES, GCNNModel, build_model, receptive_field
+from dlreport.wordlm.sample import generate_sample
+from dlreport.wordlm.train import decay_lr, evaluate, load_checkpoint, train_epoch, train_wordlm, make_optimizer
+
+TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, dilations=[1, 2, 4])
+LR = {"RNN_TANH": 2, "RNN_RELU": 1, "LSTM": 20, "GRU": 10, "Transformer": 1, "GCNN": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "corpus"
+    write_corpus(generate_sample(seed=1, train_words=6000, valid_words=1500, test_words=1500, topics=6), out, {})
+    return out
+
+
+@pytest.mark.parametrize("kind", MODEL_TYPES)
+def test_each_model_type_learns(kind: str, corpus_dir: Path):
+    torch.manual_seed(0)
+    corpus = Corpus(corpus_dir)
+    data = batchify(corpus.train[:3000], 10)
+    model = build_model(dict(TINY, type=kind, lr=LR[kind]), len(corpus))
+    before = evaluate(model, data, 20, 20, 10)
+    assert abs(before - math.log(len(corpus))) < 0.5  # an untrained model is near uniform
+    optimizer = make_optimizer(model, dict(lr=LR[kind]))
+    for epoch in range(2):
+        train_epoch(model, optimizer, data, epoch + 1, 20, 0.25, 1000, log=lambda *_: None)
+    after = evaluate(model, data, 20, 20, 10)
+    assert after < before - 0.7, (kind, before, after)
+
+
+def test_transformer_is_causal():
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type="Transformer"), 50).eval()
+    x = torch.randint(50, (16, 3))
+    for t in (0, 5, 14):
+        y = x.clone()
+        y[t + 1:] = torch.randint(50, y[t + 1:].shape)
+        with torch.no_grad():
+            a, b = model(x)[0], model(y)[0]
+        assert torch.allclose(a[:t + 1], b[:t + 1], atol=1e-6, rtol=0)  # nothing after t leaks back
+        assert not torch.allclose(a[t + 1:], b[t + 1:], atol=1e-3)
+    z = x.clone()
+    z[5] = (z[5] + 1) % 50
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[0][5], model(z)[0][5], atol=1e-3)  # t sees itself
+
+
+def test_gcnn_sees_exactly_its_receptive_field():
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type="GCNN"), 50).eval()
+    assert isinstance(model, GCNNModel)
+    rf = model.receptive_field
+    assert rf == receptive_field(3, [1, 2, 4]) == 1 + 2 * 7
+    x = torch.randint(50, (40, 4))
+    with torch.no_grad():
+        base = model(x)[0][-1]
+        far = x.clone()
+        far[: 40 - rf] = torch.randint(50, (40 - rf, 4))
+        assert torch.equal(model(far)[0][-1], base)  # beyond the receptive field: no effect at all
+        for distance in (1, rf // 2, rf):  # the target's own input is distance 1
+            near = x.clone()
+            near[40 - distance] = (near[40 - distance] + 1) % 50
+            assert not torch.allclose(model(near)[0][-1], base, atol=1e-4), distance
+        assert torch.allclose(model(x[-rf:])[0][-1], base, atol=1e-5)  # rf tokens are enough
+
+
+def test_windowed_evaluation_gives_every_target_its_context():
+    """With windows at least the receptive field, the CNN's windowed loss is its exact loss."""
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type="GCNN", dropout=0.2), 60).eval()
+    with torch.no_grad():  # sharper than at initialisation, so context matters visibly
+        for p in model.parameters():
+            p.mul_(4)
+    data = torch.randint(60, (203, 3))
+    rf = model.receptive_field
+    exact = evaluate(model, data, 35, 203, 203)  # one window over everything
+    with torch.no_grad():
+        logits, _ = model(data[:-1])
+    manual = F.cross_entropy(logits.flatten(0, 1), data[1:].flatten()).item()
+    assert exact == pytest.approx(manual, abs=1e-5)
+    assert evaluate(model, data, 35, rf + 4, 5) == pytest.approx(exact, abs=1e-5)
+    assert evaluate(model, data, 35, rf + 4, 7) != pytest.approx(exact, abs=1e-3)  # too little context
+    with pytest.raises(PipelineError, match="eval_stride"):
+        evaluate(model, data, 35, 10, 11)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_lr_decay_acts_on_the_optimizer(name: str):
+    def step(decayed: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        optimizer = make_optimizer(model, dict(lr=0.1, optimizer=name))
+        if decayed:
+            decay_lr(optimizer, 4.0)
+        start = model.weight.detach().clone()
+        model(torch.ones(2, 4)).sum().backward()
+        optimizer.step()
+        return model.weight.detach() - start
+    full, decayed = step(False), step(True)
+    assert torch.allclose(decayed, full / 4, rtol=1e-4, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_dir: Path) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    params = {"wordlm": {
+        "train": dict(epochs=2, batch_size=10, bptt=10, clip=0.25, seed=1, log_interval=10, eval_batch_size=5,
+                      eval_context=12, eval_stride=4, threads=1),
+        "models": {"lstm": dict(TINY, type="LSTM", lr=20), "gcnn": dict(TINY, type="GCNN", lr=2)}}}
+    lines: list[str] = []
+    for name in ("lstm", "gcnn"):
+        train_wordlm(params, name, corpus_dir, runs / name, runs / f"{name}.json", log=lines.append)
+    assert any(line.startswith("| epoch   2 |    10/   ") and "| lr 20.00 | ms/batch" in line for line in lines)
+    assert sum(line.startswith("| end of epoch") and "valid ppl" in line for line in lines) == 4
+    assert sum(line.startswith("| End of training | test loss") for line in lines) == 2
+    return runs
+
+
+def test_checkpoint_loads_with_weights_only(trained: Path):
+    state = torch.load(trained / "gcnn" / "model.pt", weights_only=True)
+    assert state["config"]["receptive_field"] == 15 == state["metrics"]["receptive_field"]
+    model, config, vocab = load_checkpoint(trained / "gcnn")
+    assert isinstance(model, GCNNModel) and len(vocab) == config["ntokens"]
+    assert (trained / "lstm" / "dvclive" / "plots" / "metrics" / "valid" / "ppl.tsv").read_text().count("\n") == 3
+
+
+def test_generation_is_deterministic(trained: Path, tmp_path: Path):
+    gen = dict(model="lstm", words=45, temperature=1.0, seed=3, prompt=None)
+    first = generate_text(gen, trained, tmp_path / "a.txt")
+    assert generate_text(gen, trained, tmp_path / "b.txt") == first
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    lines = (tmp_path / "a.txt").read_text().splitlines()
+    assert [len(line.split()) for line in lines] == [20, 20, 5]
+    assert generate_text(dict(gen, seed=4), trained, tmp_path / "c.txt") != first
+    assert generate_text(dict(gen, model="gcnn"), trained, tmp_path / "d.txt") != first
+
+
+def test_prompt_words_outside_the_vocabulary_warn(trained: Path):
+    model, config, vocab = load_checkpoint(trained / "lstm")
+    warnings: list[str] = []
+    words = generate_words(model, config, vocab, 10, 1.0, 0, f"{vocab[5]} zzzqx {vocab[7]} yyqq", warn=warnings.append)
+    assert len(words) == 10 and len(warnings) == 1
+    assert "yyqq, zzzqx" in warnings[0] and "<unk>" in warnings[0]
+    with pytest.raises(PipelineError, match="generate.temperature"):
+        generate_words(model, config, vocab, 10, 1e-4, 0)
+    cold = generate_words(model, config, vocab, 10, 1e-3, 0, vocab[5])
+    assert cold == generate_words(model, config, vocab, 10, 1e-3, 1, vocab[5])  # ~argmax: seed-free
