@@ -126,6 +126,12 @@ def ran(output: str, stage: str) -> bool:
     return f"Running stage '{stage}'" in output
 
 
+def produced(output: str, stage: str) -> bool:
+    """The stage ran, or DVC's run-cache restored its outputs for these exact deps and params
+    (projects that share a DVC cache may have run it already)."""
+    return ran(output, stage) or f"Stage '{stage}' is cached" in output
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory) -> Path:
     """dvc repro of the data stages, then of the whole ResNet half, with tiny params; committed.
