@@ -182,3 +182,14 @@ def wordlm_project(tmp_path_factory) -> Path:
     result = run(["dvc", "repro", "train_wordlm", "generate_text", "context_probe"], cwd=project)
     (project / "repro.log").write_text(result.stdout)
     return project
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with torch on one thread (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,12 +19,8 @@ from dlreport.wordlm.sample import generate_sample
 from dlreport.wordlm.train import load_checkpoint, train_wordlm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models run fastest, and alike on any machine, on one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sharp(model):

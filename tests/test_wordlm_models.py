@@ -20,12 +20,8 @@ TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, 
 LR = {"RNN_TANH": 2, "RNN_RELU": 1, "LSTM": 20, "GRU": 10, "Transformer": 1, "GCNN": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models run fastest, and alike on any machine, on one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
