@@ -9,7 +9,7 @@ kept on the device between log lines). Runs alternate (which goes first
 switches every repeat) and the best of ``--repeats`` is reported for each, so background load hits both alike.
 
     python benchmarks/bench_wordlm.py                       # the generated sample corpus
-    python benchmarks/bench_wordlm.py --corpus ../shared/data/wikitext-2-sample --batches 100
+    python benchmarks/bench_wordlm.py --corpus data/wikitext-2-v1.zip --batches 100   # after dvc update data.dvc
 """
 from __future__ import annotations
 
