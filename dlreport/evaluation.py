@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, read_json
 from dlreport.models import build_resnet18
-from dlreport.tinyimagenet import load_classes, load_split
+from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.training import (autocast_dtype, checkpoint_path, evaluate_images, load_checkpoint,
                                saved_epochs)
 
@@ -106,10 +106,8 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
     run_dir = Path(runs_dir) / run
     epochs = resolve_epochs(cfg.get("epochs", "all"), run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and summaries[run].get("gpus", 0) else "cpu")
-    val, images = load_split(prepared, "val")
+    val, images, labels = load_split_tensors(prepared, "val")
     classes = load_classes(prepared)
-    images = torch.from_numpy(np.array(images))  # read the memory-mapped file once
-    labels = torch.from_numpy(val.class_index.to_numpy(np.int64))
     results = {}
     with atomic_dir(out) as tmp:
         for epoch in epochs:

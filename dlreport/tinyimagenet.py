@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
+
+if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
+    import torch
 
 ROOT_NAME = "tiny-imagenet-200"
 IMAGE_SIZE = 64
@@ -446,6 +450,15 @@ def load_split(prepared: str | Path, split: str) -> tuple[pd.DataFrame, np.ndarr
     table = pd.read_csv(prepared / f"{split}.csv", keep_default_na=False)
     images = np.load(prepared / f"{split}_images.npy", mmap_mode="r")
     return table, images
+
+
+def load_split_tensors(prepared: str | Path, split: str) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+    """The table of ``split``, its decoded uint8 images (read into memory once) and class indices."""
+    import torch  # here, like torchvision above: the data stages do not need it
+
+    table, images = load_split(prepared, split)
+    return (table, torch.from_numpy(np.array(images)),
+            torch.from_numpy(np.array(table.class_index, dtype=np.int64)))  # copies: pandas' arrays are read-only
 
 
 def load_classes(prepared: str | Path) -> pd.DataFrame:

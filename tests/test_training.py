@@ -1,7 +1,6 @@
 """train_resnet: input pipeline, schedules, checkpoints and resume, torchrun/DDP, logs, skip rule."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
