@@ -327,7 +327,7 @@ class Report:
         if table is None:
             return lines + [missing(f"{folder}/diff_predictions.csv")]
         if table.empty:
-            return lines + [f"The two checkpoints agree on every image: the list is empty."]
+            return lines + ["The two checkpoints agree on every image: the list is empty."]
         rows = [{"file": r.file, "true class": f"{r.true_index} {r.true_name}",
                  f"epoch {a}": f"{r.pred_a_index} {r.pred_a_name}", f"epoch {b}": f"{r.pred_b_index} {r.pred_b_name}",
                  "right": r.right} for r in table.itertuples()]

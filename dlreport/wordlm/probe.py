@@ -59,7 +59,7 @@ def target_losses(model, inputs: torch.Tensor, targets: torch.Tensor, batch: int
     out = []
     for start in range(0, inputs.size(1), batch):
         chunk = inputs[:, start:start + batch]
-        logits, _ = model(chunk, None, last_only=True)
+        logits, _ = model(chunk, None, last=1)
         out.append(F.cross_entropy(logits[-1].double(), targets[start:start + batch], reduction="none"))
     return torch.cat(out)
 
@@ -133,7 +133,7 @@ def findings(results: dict, cfg: dict, ks: list[int], distances: list[int], trai
         text += (f"Shuffling the tokens farther than d raises its loss by more than {tol:.0%} up to d = {max(used)}"
                  if used else f"Shuffling far tokens never raises its loss by more than {tol:.0%} (d >= {distances[0]})")
         text += (f"; replacing them by random tokens does so up to d = {max(usedr)}." if usedr else
-                 f"; replacing them by random tokens never does.")
+                 "; replacing them by random tokens never does.")
         lines.append(text)
         if r["type"] == "Transformer" and ks[-1] > r.get("trained_context", ks[-1]):
             lines.append(f"  It was trained on windows of {r['trained_context']} tokens; longer windows are "
