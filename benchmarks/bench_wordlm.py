@@ -4,8 +4,10 @@ Same model (the example's RNNModel, LSTM 200/200, 2 layers), same corpus, batch 
 same seed. The reference loop is the example's main.py train(), copied faithfully: log_softmax
 + NLLLoss, model.zero_grad(), repackage_hidden, clip_grad_norm_, the manual
 ``p.data.add_(p.grad, alpha=-lr)`` update and ``loss.item()`` every batch. Ours is
-dlreport.wordlm.train.train_epoch (fused cross-entropy, foreach SGD and clipping, the loss
-kept on the device between log lines). Runs alternate (which goes first
+dlreport.wordlm.train.train_epoch: the decoder and the cross-entropy fused and computed in
+cache-sized chunks (linear_cross_entropy: the tokens x vocabulary logits, their log-softmax
+and its gradient are never stored), foreach SGD and clipping, the loss kept on the device
+between log lines. Runs alternate (which goes first
 switches every repeat) and the best of ``--repeats`` is reported for each, so background load hits both alike.
 
     python benchmarks/bench_wordlm.py                       # the generated sample corpus

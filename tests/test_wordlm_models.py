@@ -14,7 +14,8 @@ from dlreport.wordlm.corpus import Corpus, batchify, write_corpus
 from dlreport.wordlm.generate import generate_text, generate_words
 from dlreport.wordlm.models import MODEL_TYPES, GCNNModel, build_model, receptive_field
 from dlreport.wordlm.sample import generate_sample
-from dlreport.wordlm.train import decay_lr, evaluate, load_checkpoint, train_epoch, train_wordlm, make_optimizer
+from dlreport.wordlm.train import (decay_lr, evaluate, linear_cross_entropy, load_checkpoint, make_optimizer,
+                                   train_epoch, train_wordlm)
 
 TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, dilations=[1, 2, 4])
 LR = {"RNN_TANH": 2, "RNN_RELU": 1, "LSTM": 20, "GRU": 10, "Transformer": 1, "GCNN": 2}
@@ -61,6 +62,41 @@ def test_transformer_is_causal():
     z[5] = (z[5] + 1) % 50
     with torch.no_grad():
         assert not torch.allclose(model(x)[0][5], model(z)[0][5], atol=1e-3)  # t sees itself
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 128])
+def test_fused_loss_equals_decoder_then_cross_entropy(chunk: int):
+    torch.manual_seed(0)
+    embedding, decoder = torch.nn.Embedding(40, 8), torch.nn.Linear(8, 40)
+    decoder.weight = embedding.weight  # tied weights: the gradients of both uses add up
+    tokens, targets = torch.randint(40, (30,)), torch.randint(40, (30,))
+    grads, losses = [], []
+    for fused in (False, True):
+        embedding.zero_grad(), decoder.zero_grad()
+        features = torch.tanh(embedding(tokens))
+        loss = (linear_cross_entropy(features, decoder, targets, chunk) if fused
+                else F.cross_entropy(decoder(features), targets))
+        (3 * loss).backward()  # a scaled loss: the stored gradients are scaled in backward
+        losses.append(loss.detach())
+        grads.append([embedding.weight.grad.clone(), decoder.bias.grad.clone()])
+    torch.testing.assert_close(losses[1], losses[0])
+    for fused_grad, plain_grad in zip(*grads[::-1]):
+        torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", MODEL_TYPES)
+def test_decoding_only_the_last_positions_gives_their_full_logits(kind: str):
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type=kind), 50).eval()
+    tokens = torch.randint(50, (12, 3))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        for last in (1, 5, 12, 40):
+            logits, _ = model(tokens, last=last)
+            assert logits.shape == (min(last, 12), 3, 50)
+            torch.testing.assert_close(logits, full[-last:], rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="at least 1"):
+            model(tokens, last=0)
 
 
 def test_gcnn_sees_exactly_its_receptive_field():

@@ -49,7 +49,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
         for _ in range(words):
             if windowed:
                 inputs = torch.tensor(history[-window:]).view(-1, 1)
-                logits, _ = model(inputs)
+                logits, _ = model(inputs, last=1)
             else:
                 logits, hidden = model(torch.tensor(pending).view(-1, 1), hidden)
             probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)

@@ -1,8 +1,9 @@
 """Language models with one interface: ``model(input, hidden) -> (logits, hidden)``.
 
-``input`` is (time, batch) token ids; ``logits`` is (time, batch, ntoken), raw scores
-(``last_only=True``: only the last position's, (1, batch, ntoken)) (the
-example returns log_softmax; cross-entropy on the logits gives the same loss). RNNs carry
+``input`` is (time, batch) token ids; ``logits`` is (time, batch, ntoken), raw scores (the
+example returns log_softmax; cross-entropy on the logits gives the same loss). ``last=n``
+decodes only the last n positions, (n, batch, ntoken): the decoder (hidden x vocabulary per
+position) is most of the cost, and positions that are only context need no logits. RNNs carry
 ``hidden``; the Transformer and the CNN ignore it and return None.
 
 * ``RNNModel``: RNN_TANH, RNN_RELU, LSTM, GRU exactly as the example builds them.
@@ -28,7 +29,22 @@ RNN_TYPES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 MODEL_TYPES = RNN_TYPES + ("Transformer", "GCNN")
 
 
-class RNNModel(nn.Module):
+class LanguageModel(nn.Module):
+    """What every model shares: ``features`` (the last layer's output before the vocabulary
+    projection, (time, batch, ninp)) and ``decoder``; the training loop fuses the decoder
+    with the loss (dlreport.wordlm.train.linear_cross_entropy)."""
+
+    decoder: nn.Linear
+
+    def features(self, input: torch.Tensor, hidden=None, last: int | None = None):
+        raise NotImplementedError
+
+    def forward(self, input: torch.Tensor, hidden=None, last: int | None = None):
+        features, hidden = self.features(input, hidden, last)
+        return self.decoder(features), hidden
+
+
+class RNNModel(LanguageModel):
     def __init__(self, rnn_type: str, ntoken: int, ninp: int, nhid: int, nlayers: int,
                  dropout: float = 0.5, tie_weights: bool = False):
         super().__init__()
@@ -48,12 +64,10 @@ class RNNModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         nn.init.uniform_(self.decoder.weight, -initrange, initrange)
 
-    def forward(self, input: torch.Tensor, hidden=None, last_only: bool = False):
+    def features(self, input: torch.Tensor, hidden=None, last: int | None = None):
         emb = self.drop(self.encoder(input))
         output, hidden = self.rnn(emb, hidden)
-        if last_only:
-            output = output[-1:]
-        return self.decoder(self.drop(output)), hidden
+        return self.drop(last_positions(output, last)), hidden
 
     def init_hidden(self, bsz: int):
         weight = next(self.parameters())
@@ -77,7 +91,7 @@ class PositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[: x.size(0)])
 
 
-class TransformerModel(nn.Module):
+class TransformerModel(LanguageModel):
     def __init__(self, ntoken: int, ninp: int, nhead: int, nhid: int, nlayers: int,
                  dropout: float = 0.5, tie_weights: bool = False):
         super().__init__()
@@ -94,16 +108,14 @@ class TransformerModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         nn.init.uniform_(self.decoder.weight, -initrange, initrange)
 
-    def forward(self, src: torch.Tensor, hidden=None, last_only: bool = False):
+    def features(self, src: torch.Tensor, hidden=None, last: int | None = None):
         mask = nn.Transformer.generate_square_subsequent_mask(len(src), device=src.device)
         x = self.pos_encoder(self.encoder(src) * math.sqrt(self.ninp))
         output = self.transformer_encoder(x, mask=mask, is_causal=True)
-        if last_only:
-            output = output[-1:]
-        return self.decoder(output), None
+        return last_positions(output, last), None
 
 
-class GCNNModel(nn.Module):
+class GCNNModel(LanguageModel):
     def __init__(self, ntoken: int, ninp: int, nhid: int, kernel_size: int, dilations: list[int],
                  dropout: float = 0.2, tie_weights: bool = False):
         super().__init__()
@@ -125,22 +137,29 @@ class GCNNModel(nn.Module):
     def receptive_field(self) -> int:
         return receptive_field(self.kernel_size, self.dilations)
 
-    def forward(self, src: torch.Tensor, hidden=None, last_only: bool = False):
+    def features(self, src: torch.Tensor, hidden=None, last: int | None = None):
         x = self.inp(self.drop(self.encoder(src)).permute(1, 2, 0))  # (batch, channels, time)
         for conv in self.convs:
             pad = (self.kernel_size - 1) * conv.dilation[0]
             x = x + F.glu(conv(self.drop(F.pad(x, (pad, 0)))), dim=1)  # causal: pad the past only
-        if last_only:
-            x = x[..., -1:]
-        output = self.drop(self.out(x)).permute(2, 0, 1)
-        return self.decoder(output), None
+        return self.drop(self.out(last_positions(x, last, dim=2))).permute(2, 0, 1), None
+
+
+def last_positions(output: torch.Tensor, last: int | None, dim: int = 0) -> torch.Tensor:
+    """The last ``last`` time steps of ``output`` (time along ``dim``); all of them for None. No
+    slice when nothing is cut: its backward would write the gradient into a zeroed full copy."""
+    if last is None or last >= output.size(dim):
+        return output
+    if last < 1:
+        raise ValueError(f"last must be at least 1, not {last}")
+    return output.narrow(dim, output.size(dim) - last, last)
 
 
 def receptive_field(kernel_size: int, dilations: list[int]) -> int:
     return 1 + sum((kernel_size - 1) * d for d in dilations)
 
 
-def build_model(cfg: dict, ntoken: int) -> nn.Module:
+def build_model(cfg: dict, ntoken: int) -> LanguageModel:
     """A model from one ``wordlm.models.<name>`` entry (plus ntoken)."""
     kind = cfg.get("type")
     if kind not in MODEL_TYPES:
@@ -161,7 +180,7 @@ def build_model(cfg: dict, ntoken: int) -> nn.Module:
     return GCNNModel(ntoken, cfg["emsize"], cfg["nhid"], cfg["kernel_size"], dilations, cfg["dropout"], tied)
 
 
-def is_windowed(model: nn.Module) -> bool:
+def is_windowed(model: LanguageModel) -> bool:
     """True for the models that see a window of tokens (Transformer, CNN), not a carried state."""
     return not isinstance(model, RNNModel)
 
