@@ -110,12 +110,12 @@ def main() -> None:
                         reference_batches(Path(args.data), args.batch_size, args.workers))]
     if args.ablation:
         variants += [
-            Variant("decoded uint8 + batched crop/flip, NCHW", build_resnet18(),
+            Variant("decoded uint8 + batched crop/flip, fp32 NCHW", build_resnet18(),
                     decoded_batches(prepared, args.batch_size, torch.contiguous_format)),
             Variant("  + channels_last", build_resnet18().to(memory_format=torch.channels_last),
                     decoded_batches(prepared, args.batch_size)),
         ]
-    variants.append(Variant(f"ours: + GEMM weight grads, {amp or torch.float32} (train_resnet)",
+    variants.append(Variant(f"ours (train_resnet): + GEMM weight grads, {str(amp or torch.float32)[6:]}",
                             training.to_training_device(build_resnet18(), cpu),
                             decoded_batches(prepared, args.batch_size), amp))
 
