@@ -34,7 +34,18 @@ class LanguageModel(nn.Module):
     projection, (time, batch, ninp)) and ``decoder``; the training loop fuses the decoder
     with the loss (dlreport.wordlm.train.linear_cross_entropy)."""
 
+    encoder: nn.Embedding
     decoder: nn.Linear
+
+    def tie_and_init(self, tie_weights: bool) -> None:
+        """The example's last steps of __init__: optionally share the embedding with the decoder
+        (Press & Wolf 2016), then uniform(-0.1, 0.1) weights and a zero decoder bias."""
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        initrange = 0.1
+        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
 
     def features(self, input: torch.Tensor, hidden=None, last: int | None = None):
         raise NotImplementedError
@@ -57,12 +68,7 @@ class RNNModel(LanguageModel):
             nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
             self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=dropout)
         self.decoder = nn.Linear(nhid, ntoken)
-        if tie_weights:
-            self.decoder.weight = self.encoder.weight
-        initrange = 0.1
-        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
-        nn.init.zeros_(self.decoder.bias)
-        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+        self.tie_and_init(tie_weights)
 
     def features(self, input: torch.Tensor, hidden=None, last: int | None = None):
         emb = self.drop(self.encoder(input))
@@ -101,12 +107,7 @@ class TransformerModel(LanguageModel):
         self.transformer_encoder = nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
         self.encoder = nn.Embedding(ntoken, ninp)
         self.decoder = nn.Linear(ninp, ntoken)
-        if tie_weights:
-            self.decoder.weight = self.encoder.weight
-        initrange = 0.1
-        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
-        nn.init.zeros_(self.decoder.bias)
-        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+        self.tie_and_init(tie_weights)
 
     def features(self, src: torch.Tensor, hidden=None, last: int | None = None):
         mask = nn.Transformer.generate_square_subsequent_mask(len(src), device=src.device)
@@ -126,12 +127,7 @@ class GCNNModel(LanguageModel):
         self.out = nn.Conv1d(nhid, ninp, 1) if ninp != nhid else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(ninp, ntoken)
-        if tie_weights:
-            self.decoder.weight = self.encoder.weight
-        initrange = 0.1
-        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
-        nn.init.zeros_(self.decoder.bias)
-        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+        self.tie_and_init(tie_weights)
 
     @property
     def receptive_field(self) -> int:
