@@ -1,5 +1,6 @@
 """Shared by the stage entry points: make the package importable and turn known errors into
 one clear line and exit status 1 instead of a traceback."""
+import os
 import sys
 from pathlib import Path
 
@@ -15,4 +16,10 @@ def run_stage(main) -> None:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
+        stage = os.environ.get("DVC_STAGE")  # set by dvc repro / dvc exp run
+        if stage:
+            # DVC clears a stage's (non-persistent) outputs from the workspace before running it;
+            # the last good ones stay in its cache until dvc.lock names new ones.
+            print(f"note: the last good outputs of {stage} are in DVC's cache: `dvc checkout {stage}` "
+                  f"puts them back in the workspace.", file=sys.stderr)
         sys.exit(1)

@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--out", default="reports/context_probe")
     parser.add_argument("--metrics", default="metrics/context_probe.json")
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, "context_probe")
     cfg = params["context_probe"]
     models = list(cfg.get("models") or params["wordlm"]["models"])
     context_probe(cfg, args.runs, models, args.corpus, args.out, args.metrics)

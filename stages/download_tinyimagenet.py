@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--out", default="datasets/tiny-imagenet-200",
                         help="the extracted tiny-imagenet-200 folder to create")
     args = parser.parse_args()
-    cfg = load_params(args.params)["tinyimagenet"]
+    cfg = load_params(args.params, "tinyimagenet")["tinyimagenet"]
     root = prepare_source(cfg["source"], args.out, md5=cfg.get("md5"), sample=cfg["sample"])
     print(f"Tiny-ImageNet ready in {root} (source: {cfg['source']})")
 

@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/wordlm")
     parser.add_argument("--out", default="reports/generated.txt")
     args = parser.parse_args()
-    gen = load_params(args.params)["generate"]
+    gen = load_params(args.params, "generate")["generate"]
     words = generate_text(gen, args.runs, args.out)
     print(f"| Generated {len(words)} words with {gen['model']} -> {args.out}")
 

@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="reports/layer_shapes.csv")
     args = parser.parse_args()
-    recipe = load_params(args.params)["resnet"]
+    recipe = load_params(args.params, "resnet.stem", "resnet.input_size")["resnet"]
     table = layer_table(recipe["stem"], recipe["input_size"])
     with atomic_file(args.out) as handle:
         table.to_csv(handle, index=False)

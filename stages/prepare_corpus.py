@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument("--out", default="datasets/corpus")
     parser.add_argument("--metrics", default="metrics/corpus.json")
     args = parser.parse_args()
-    stats = prepare_corpus(load_params(args.params)["wordlm"], args.data, args.out, args.metrics)
+    params = load_params(args.params, "wordlm.corpus", "wordlm.data_md5", "wordlm.sample")
+    stats = prepare_corpus(params["wordlm"], args.data, args.out, args.metrics)
     print(f"corpus ({stats['source']}): {stats['train_tokens']:,} / {stats['valid_tokens']:,} / "
           f"{stats['test_tokens']:,} tokens (train/valid/test), vocabulary {stats['vocab_size']:,} -> {args.out}")
 

@@ -2,9 +2,11 @@
 reports/report/ (report.md and the PNG figures it shows). Sections whose inputs are absent
 say "Not available" and name the missing file."""
 import argparse
+from pathlib import Path
 
 from _common import run_stage
 
+from dlreport.params import load_params
 from dlreport.report import build_report
 
 
@@ -13,7 +15,8 @@ def main() -> None:
     parser.add_argument("--root", default=".", help="the project folder whose outputs are reported")
     parser.add_argument("--out", default="reports/report")
     args = parser.parse_args()
-    result = build_report(args.root, args.out)
+    params = load_params(Path(args.root) / "params.yaml")  # the report shows every section
+    result = build_report(args.root, args.out, params)
     unavailable = [line.split("\n")[0] for line in result["text"].split("\n## ")[1:]
                    if "Not available" in line]
     print(f"report: {args.out}/report.md with {len(result['figures'])} figure(s): {', '.join(result['figures'])}")

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--out", help="run folder (default runs/resnet/<run>)")
     parser.add_argument("--summary", help="metrics file (default metrics/train_resnet_<run>.json)")
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, "resnet", "resnet_runs", "devices")
     out = args.out or f"runs/resnet/{args.variant}"
     summary = args.summary or f"metrics/train_resnet_{args.variant}.json"
     if "LOCAL_RANK" in os.environ:  # started by torchrun: be one training process

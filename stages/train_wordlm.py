@@ -20,7 +20,8 @@ def main() -> None:
     parser.add_argument("--out", help="run folder (default runs/wordlm/<model>)")
     parser.add_argument("--summary", help="metrics file (default metrics/train_wordlm_<model>.json)")
     args = parser.parse_args()
-    train_wordlm(load_params(args.params), args.model, args.corpus, args.out or f"runs/wordlm/{args.model}",
+    params = load_params(args.params, "wordlm.train", f"wordlm.models.{args.model}")
+    train_wordlm(params, args.model, args.corpus, args.out or f"runs/wordlm/{args.model}",
                  args.summary or f"metrics/train_wordlm_{args.model}.json")
 
 

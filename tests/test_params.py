@@ -1,0 +1,202 @@
+"""params.yaml is checked before any work: every stage validates the sections it reads against
+dlreport/params.py and fails with one `error:` line naming the key, the value and what is
+allowed - no traceback, no output touched, no checkpoint moved."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import runpy
+import sys
+import traceback
+
+import pytest
+import yaml
+
+from conftest import REPO, ran, run
+from dlreport import params as schema
+
+BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+STAGES = REPO / "stages"
+
+# (stage script and its arguments, dotted key, bad value, text the error must contain).
+# DELETE removes the key. Every section of params.yaml has rows here.
+DELETE = object()
+TRAIN = ["train_resnet.py", "--variant", "cpu"]
+EVAL = ["eval_epochs.py", "--summaries", "metrics/train_resnet_cpu.json"]
+LM = ["train_wordlm.py", "--model", "lstm"]
+BAD = [
+    (["download_tinyimagenet.py"], "tinyimagenet.source", "ftp://example.com/x.zip", "http://, https:// or file:// URL"),
+    (["download_tinyimagenet.py"], "tinyimagenet.source", 42, "tinyimagenet.source = 42"),
+    (["download_tinyimagenet.py"], "tinyimagenet.md5", "abc", "md5 hex digest"),
+    (["download_tinyimagenet.py"], "tinyimagenet.sample.train_per_class", 0, "an integer >= 1"),
+    (["download_tinyimagenet.py"], "tinyimagenet.sample.noise", 2, "a number >= 0 and <= 1"),
+    (["download_tinyimagenet.py"], "tinyimagenet.sample.sed", 1, "did you mean seed?"),
+    (["download_tinyimagenet.py"], "tinyimagenet.sample", DELETE, "tinyimagenet.sample is missing"),
+    (TRAIN, "resnet.batch_size", 0, "resnet.batch_size = 0; allowed: an integer >= 1"),
+    (TRAIN, "resnet.lr", "abc", "resnet.lr = abc; allowed: a number > 0"),
+    (TRAIN, "resnet.epochs", -1, "resnet.epochs = -1; allowed: an integer >= 1"),
+    (TRAIN, "resnet.lerning_rate", 0.1, "resnet.lerning_rate is not a known key of resnet"),
+    (TRAIN, "resnet.precision", "bf32", "one of auto, fp32, bf16, fp16"),
+    (TRAIN, "resnet.stem", "vgg", "one of torchvision, cifar"),
+    (TRAIN, "resnet.schedule", "linear", "resnet.schedule = linear"),
+    (TRAIN, "resnet.momentum", 1.5, "resnet.momentum = 1.5"),
+    (TRAIN, "resnet.sync_bn", "yes", "true or false"),
+    (TRAIN, "resnet.input_size", 16, "an integer >= 32"),
+    (TRAIN, "resnet.warmup_epochs", 30, "resnet.warmup_epochs = 30 is longer than resnet.epochs"),
+    (TRAIN, "resnet.launch.nnodes", 0, "resnet.launch.nnodes = 0"),
+    (TRAIN, "resnet.batch_size", 255, "does not split evenly over the 8 processes of resnet_runs.gpu8"),
+    (TRAIN, "resnet_runs.cpu.gpus", -1, "resnet_runs.cpu.gpus = -1"),
+    (TRAIN, "resnet_runs.cpu.procs", 0, "resnet_runs.cpu.procs = 0"),
+    (TRAIN, "resnet_runs.cpu.threads", 2, "resnet_runs.cpu.threads is not a known key"),
+    (TRAIN, "resnet_runs.cpu", "fast", "resnet_runs.cpu = fast"),
+    (TRAIN, "resnet_runs", {}, "resnet_runs = {}"),
+    (TRAIN, "devices", -1, "devices = -1; allowed: an integer >= 0"),
+    (TRAIN, "devices", "two", "devices = two"),
+    (EVAL, "eval.run", "tpu", "auto or a key of resnet_runs (cpu, gpu1, gpu8)"),
+    (EVAL, "eval.epochs", [0], "eval.epochs = [0]"),
+    (EVAL, "eval.epochs", "some", "all or a list"),
+    (EVAL, "eval.epochs", [7, 25], "asks for epoch 25, but resnet.epochs = 20"),
+    (EVAL, "eval.batch_size", 0, "eval.batch_size = 0"),
+    (EVAL, "eval.epoch", [7], "eval.epoch is not a known key of eval (did you mean epochs?)"),
+    (["diff_predictions.py"], "diff.a", 3, "diff.a = 3 is not among eval.epochs [7, 18]"),
+    (["diff_predictions.py"], "diff.b", "last", "diff.b = last"),
+    (["diff_predictions.py"], "diff.grid_images", -1, "diff.grid_images = -1"),
+    (["prepare_corpus.py"], "wordlm.corpus", "wikitext", "one of sample, data"),
+    (["prepare_corpus.py"], "wordlm.data_md5", "xyz", "md5 hex digest"),
+    (["prepare_corpus.py"], "wordlm.sample.topics", 0, "wordlm.sample.topics = 0"),
+    (["prepare_corpus.py"], "wordlm.sample.long_range", "yes", "true or false"),
+    (LM, "wordlm.train.bptt", 1, "wordlm.train.bptt = 1; allowed: an integer >= 2"),
+    (LM, "wordlm.train.eval_stride", 35, "eval_stride = 35 must be smaller than wordlm.train.eval_context"),
+    (LM, "wordlm.train.clip", 0, "wordlm.train.clip = 0; allowed: a number > 0"),
+    (LM, "wordlm.models.lstm.type", "LSTMX", "one of LSTM, GRU, RNN_TANH, RNN_RELU, Transformer, GCNN"),
+    (LM, "wordlm.models.lstm.lr", 0, "wordlm.models.lstm.lr = 0"),
+    (LM, "wordlm.models.lstm.nhead", 2, "wordlm.models.lstm.nhead is not a known key"),
+    (LM, "wordlm.models.lstm.optimizer", "adam", "one of sgd, adamw"),
+    (LM, "wordlm.models.lstm", DELETE, "wordlm.models.lstm is missing (it has: transformer, gcnn)"),
+    (["train_wordlm.py", "--model", "transformer"], "wordlm.models.transformer.nhead", 3, "does not divide emsize"),
+    (["train_wordlm.py", "--model", "gcnn"], "wordlm.models.gcnn.dilations", [], "wordlm.models.gcnn.dilations = []"),
+    (["generate_text.py"], "generate.model", "gru", "a key of wordlm.models (lstm, transformer, gcnn)"),
+    (["generate_text.py"], "generate.temperature", 0, "a number >= 0.001"),
+    (["generate_text.py"], "generate.words", 0, "generate.words = 0"),
+    (["generate_text.py"], "generate.prompt", 5, "generate.prompt = 5"),
+    (["context_probe.py"], "context_probe.split", "dev", "one of train, valid, test"),
+    (["context_probe.py"], "context_probe.targets", 0, "context_probe.targets = 0"),
+    (["context_probe.py"], "context_probe.tolerance", 0, "context_probe.tolerance = 0"),
+    (["context_probe.py"], "context_probe.distances", [500], "has no distance below max_context"),
+    (["context_probe.py"], "context_probe.models", ["gru"], "context_probe.models lists gru"),
+    (["report.py"], "resnet.lr", "abc", "resnet.lr = abc"),
+]
+
+# Outputs that exist before each bad run and must be exactly as they were after it.
+EXISTING = ["runs/resnet/cpu/checkpoints/epoch_01.pt", "runs/resnet/cpu/dvclive/metrics.json",
+            "runs/eval/predictions_epoch_07.csv", "reports/diff_predictions/diff_grid.png",
+            "datasets/corpus/train.txt", "runs/wordlm/lstm/model.pt", "reports/generated.txt",
+            "reports/context_probe/findings.md", "reports/report/report.md", "datasets/tiny-imagenet-200/wnids.txt",
+            "metrics/train_resnet_cpu.json", "metrics/eval.json"]
+
+
+def with_value(params: dict, dotted: str, value) -> dict:
+    out = json.loads(json.dumps(params))
+    *parents, last = dotted.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+def snapshot(root) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "params.yaml"}
+
+
+def run_stage_in_process(script_and_args: list[str]) -> tuple[int, str]:
+    """Run a stage entry point as `python stages/<script> ...` would, in this process (the
+    interpreter and torch start once for the whole table); returns (exit status, stderr)."""
+    script, *args = script_and_args
+    err = io.StringIO()
+    argv = sys.argv
+    sys.argv = [str(STAGES / script), *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(str(STAGES / script), run_name="__main__")
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    except Exception:  # escaped run_stage: as a subprocess this would be a traceback
+        status, err = "exception", io.StringIO(traceback.format_exc())
+    finally:
+        sys.argv = argv
+    return status, err.getvalue()
+
+
+def test_the_committed_params_are_valid():
+    schema.validate(BASE, [])  # every section, every cross-key check
+    assert set(BASE) == set(schema.SCHEMA), "every params.yaml section has a schema, and only those"
+
+
+def test_every_section_has_bad_value_rows():
+    covered = {key.split(".")[0] for _, key, _, _ in BAD}
+    assert covered == set(schema.SCHEMA)
+
+
+def test_bad_values_are_one_error_line_and_touch_nothing(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(STAGES))
+    monkeypatch.chdir(tmp_path)
+    for name in EXISTING:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"earlier result {name}")
+    before = snapshot(tmp_path)
+    failures = []
+    for script_and_args, key, value, expected in BAD:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value(BASE, key, value), sort_keys=False))
+        status, stderr = run_stage_in_process(script_and_args)
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        case = f"{script_and_args[0]} with {key} = {value!r}"
+        if status != 1 or len(errors) != 1 or "Traceback" in stderr:
+            failures.append(f"{case}: exit {status}, stderr:\n{stderr}")
+        elif expected not in errors[0] or key.split(".")[-1] not in errors[0]:
+            failures.append(f"{case}: the error does not say {expected!r}: {errors[0]}")
+        if snapshot(tmp_path) != before:
+            failures.append(f"{case}: changed files in the workspace")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_numbers_read_as_dvc_reads_them(tmp_path):
+    """DVC reads params.yaml as YAML 1.2, where 1e-4 is a number; so do the stages."""
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 0.0001", "weight_decay: 1e-4"))
+    assert schema.load_params(path, "resnet")["resnet"]["weight_decay"] == 1e-4
+
+
+def test_unreadable_params_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("resnet: {lr: [0.1\n")
+    with pytest.raises(schema.ParamsError, match=r"not valid YAML at line \d+.*git checkout"):
+        schema.load_params(path, "resnet")
+    with pytest.raises(schema.ParamsError, match="no such file"):
+        schema.load_params(tmp_path / "absent.yaml")
+
+
+def test_dvc_exp_run_with_a_bad_value_moves_no_checkpoint(reproduced):
+    """The issue's case: -S resnet.epochs=-1 used to move the trained checkpoints aside."""
+    p = reproduced
+    checkpoints = p / "runs/resnet/cpu/checkpoints"
+    before = {f.name: f.stat().st_mtime_ns for f in checkpoints.iterdir()}
+    siblings = sorted(x.name for x in (p / "runs/resnet").iterdir())
+    try:
+        result = run(["dvc", "exp", "run", "-S", "resnet.epochs=-1", "train_resnet@cpu"], cwd=p, check=False)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0 and ran(out, "train_resnet@cpu"), out
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == ["error: params.yaml: resnet.epochs = -1; allowed: an integer >= 1"], out
+        assert "Traceback" not in out
+        assert "`dvc checkout train_resnet@cpu`" in result.stderr  # how to get the last good state back
+        assert {f.name: f.stat().st_mtime_ns for f in checkpoints.iterdir()} == before
+        assert sorted(x.name for x in (p / "runs/resnet").iterdir()) == siblings, "nothing moved aside"
+    finally:
+        run(["git", "checkout", "params.yaml"], cwd=p)
