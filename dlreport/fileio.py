@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -16,15 +17,32 @@ def _umask() -> int:
     return mask
 
 
+def remove_leftovers(final: str | os.PathLike, tag: str = "tmp") -> list[Path]:
+    """Remove the hidden ``.<name>.<tag>-*`` siblings of ``final`` that an earlier run of the same
+    stage left when it was killed (kill -9 or power loss skip every cleanup); on real data each
+    can hold gigabytes. Only this output's own temporaries match the pattern."""
+    final = Path(final)
+    found = sorted(final.parent.glob(f".{glob.escape(final.name)}.{tag}-*")) if final.parent.is_dir() else []
+    for leftover in found:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return found
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder that replaces ``final`` only if the block succeeds.
 
     On any exception the temporary folder is removed and ``final`` is left as it was
-    (or absent), so a failed stage never leaves a half-written output behind.
+    (or absent), so a failed stage never leaves a half-written output behind; what a killed
+    run left is removed by the next one.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
@@ -42,6 +60,7 @@ def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     try:

@@ -31,7 +31,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from dlreport.errors import PipelineError
-from dlreport.fileio import atomic_dir, write_json
+from dlreport.fileio import atomic_dir, remove_leftovers, write_json
 
 if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
     import torch
@@ -261,6 +261,7 @@ def download_archive(url: str, out: str | Path, md5: str | None) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out, "download")  # a killed download's archive
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.download-", dir=out.parent) as scratch:
         archive = _fetch(url, Path(scratch), md5)
         _check_zip(archive, url)
