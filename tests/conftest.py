@@ -17,7 +17,7 @@ TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-mini.zip"
 TINY_ZIP_MD5 = "ff9e50b4c7834bb4d617a867ac582879"
 WIKITEXT_SAMPLE = SHARED_DATA / "wikitext-2-sample"
 
-# What a clone of the project holds that a pipeline run needs.
+# What a pipeline run needs (used where the project is not a git checkout).
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", "stages", "dlreport"]
 
@@ -80,13 +80,26 @@ def write_params(repo: Path, overrides: dict) -> dict:
     return params
 
 
+def tracked_files() -> list[str]:
+    """What a fresh clone of the project holds: the files git tracks, as they are in the working
+    tree, plus new files not yet added (so work in progress is tested as it will be committed) -
+    but not an untracked dvc.lock (the workspace's own run wrote it; a clone has none).
+    Outside a git checkout: PROJECT_FILES."""
+    def ls_files(*options: str) -> list[str] | None:
+        listed = subprocess.run(["git", "ls-files", "-z", *options], cwd=REPO, capture_output=True, text=True)
+        return None if listed.returncode else [n for n in listed.stdout.split("\0") if n and (REPO / n).exists()]
+
+    tracked, new = ls_files("--cached"), ls_files("--others", "--exclude-standard")
+    if tracked is None or new is None:
+        return PROJECT_FILES
+    return tracked + [name for name in new if name != "dvc.lock"]
+
+
 def make_project(dest: Path, overrides: dict | None = None, git: bool = True) -> Path:
-    """A copy of the project in ``dest`` as a fresh git+DVC repository, params overridden."""
+    """A fresh clone of the project in ``dest`` (a new git+DVC repository), params overridden."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
+    for name in tracked_files():
         src = REPO / name
-        if not src.exists():
-            continue
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

@@ -1,0 +1,56 @@
+"""A user's first day: in a fresh clone (no dvc.lock, an empty DVC cache, the committed results in
+metrics/) the documented DVC commands work, targeted experiments included, and leave data.dvc
+as it was."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_ZIP, TINY_ZIP_MD5, make_project, needs_shared, ran, run
+
+
+def changed_files(project: Path) -> set[str]:
+    return {line[3:] for line in run(["git", "status", "--porcelain"], cwd=project).stdout.splitlines()}
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A fresh clone with the committed params (no overrides): what a user starts from."""
+    project = make_project(tmp_path / "clone")
+    assert not (project / "dvc.lock").exists() and (project / "metrics" / "eval.json").exists()
+    return project
+
+
+def test_targeted_experiment_then_metrics_diff_and_exp_show(clone: Path):
+    out = run(["dvc", "exp", "run", "-S", "wordlm.sample.seed=1", "prepare_corpus"], cwd=clone)
+    assert ran(out.stdout, "prepare_corpus") and "Ran experiment(s)" in out.stdout
+    assert "failed to load" not in out.stdout + out.stderr
+    # The experiment is applied to the workspace: its params, its metrics, its dvc.lock; data.dvc
+    # (read by every pipeline command) is exactly as committed.
+    assert changed_files(clone) == {"params.yaml", "metrics/corpus.json", "dvc.lock"}
+    assert run(["git", "diff", "--exit-code", "data.dvc"], cwd=clone, check=False).returncode == 0
+
+    # dvc metrics diff against the committed results names what moved (a new corpus sample).
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], cwd=clone).stdout)
+    assert "train_tokens" in diff["metrics/corpus.json"]
+    committed = json.loads(run(["git", "show", "HEAD:metrics/corpus.json"], cwd=clone).stdout)
+    assert diff["metrics/corpus.json"]["train_tokens"]["old"] == committed["train_tokens"]
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
+    experiments = [e for baseline in shown for e in (baseline.get("experiments") or [])]
+    assert experiments, shown
+    params = experiments[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]
+    assert params["wordlm"]["sample"]["seed"] == 1
+
+
+@needs_shared(TINY_ZIP)
+def test_targeted_experiment_on_the_real_archive(clone: Path):
+    """The README's real-data command, aimed at relabel_val, on the shared Tiny-ImageNet subset."""
+    out = run(["dvc", "exp", "run", "-S", f"tinyimagenet.source={TINY_ZIP.resolve().as_uri()}",
+               "-S", f"tinyimagenet.md5={TINY_ZIP_MD5}", "relabel_val"], cwd=clone)
+    assert ran(out.stdout, "download_tinyimagenet") and ran(out.stdout, "relabel_val")
+    assert json.loads((clone / "metrics" / "dataset.json").read_text()) == \
+        {"classes": 200, "train_images": 2000, "val_images": 1000}
+    assert changed_files(clone) == {"params.yaml", "metrics/dataset.json", "dvc.lock"}
