@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dlreport.errors import PipelineError
-from dlreport.fileio import atomic_dir, read_json
+from dlreport.fileio import atomic_dir, read_json, write_json
 from dlreport.models import build_resnet18
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.training import (autocast_dtype, checkpoint_path, evaluate_images, load_checkpoint,
@@ -124,7 +124,7 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
         "first": first,
         "last": last,
         "change": {k: last[k] - first[k] for k in ("loss", "acc1", "acc5")},
-        "epochs": {str(e): {k: v for k, v in m.items() if k != "epoch"} for e, m in results.items()},
+        # every evaluated epoch is in <out>/accuracy_by_epoch.csv (a plot, not a metric)
     }
 
 
@@ -240,18 +240,25 @@ def evaluated_epochs(folder: Path) -> list[int]:
     return sorted(int(p.stem.rsplit("_", 1)[1]) for p in Path(folder).glob("predictions_epoch_*.csv"))
 
 
+# What `dvc metrics show` lists of a comparison; every count is in <out>/summary.json.
+DIFF_METRICS = ("epoch_a", "epoch_b", "differing", "only_a_right", "only_b_right", "mcnemar_p")
+
+
 def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
-    """The diff_predictions stage: write the list, the table and the grid to ``out``; return counts."""
+    """The diff_predictions stage: write the list, the table, the grid and every count
+    (summary.json) to ``out``; return the counts."""
     a, b = resolve_pair(params, evaluated_epochs(predictions))
     differing, counts = compare_predictions(pd.read_csv(predictions_path(predictions, a)),
                                             pd.read_csv(predictions_path(predictions, b)))
     differing = name_columns(differing, load_classes(prepared))
+    counts = {"epoch_a": a, "epoch_b": b, **counts}
     with atomic_dir(out) as tmp:
         (tmp / "diff_predictions.txt").write_text(plain_list(differing, a, b))
         differing.to_csv(tmp / "diff_predictions.csv", index=False)
         image_grid(differing, Path(dataset_root), tmp / "diff_grid.png", a, b,
                    int((params.get("diff") or {}).get("grid_images", 24)))
-    return {"epoch_a": a, "epoch_b": b, **counts}
+        write_json(tmp / "summary.json", counts)
+    return counts
 
 
 def load_summaries(paths: list[Path]) -> dict[str, dict]:

@@ -182,6 +182,11 @@ class Report:
     def variants(self) -> list[str]:
         return list(self.params.get("resnet_runs") or RESNET_VARIANTS)
 
+    def not_trained(self, variant: str, summary: dict) -> str:
+        """Why a train_resnet variant did not train (its run folder's status.json says)."""
+        status = self.inputs.json(f"runs/resnet/{variant}/status.json") or {}
+        return status.get("reason") or summary.get("status") or "no summary"
+
     def lm_models(self) -> list[str]:
         return list((self.params.get("wordlm") or {}).get("models") or LM_MODELS)
 
@@ -226,7 +231,7 @@ class Report:
                 lines += [missing(f"metrics/train_resnet_{variant}.json"), ""]
                 continue
             if summary.get("status") != "trained":
-                lines += [f"Skipped: {summary.get('reason') or summary.get('status')}", ""]
+                lines += [f"Skipped: {self.not_trained(variant, summary)}", ""]
                 continue
             if not curves:
                 lines += [missing(f"{base}/{{train,val}}/*.tsv"), ""]
@@ -251,28 +256,29 @@ class Report:
     # -- 3 --------------------------------------------------------------------------------
     def device_comparison(self) -> list[str]:
         lines = ["## 3. CPU, 1-GPU and 8-GPU training time", ""]
-        comparison = self.inputs.json("metrics/device_comparison.json")
-        if comparison is None:
-            return lines + [missing("metrics/device_comparison.json") + " (stage `compare_devices`)"]
+        table = self.inputs.csv("reports/device_comparison.csv")
+        if table is None:
+            return lines + [missing("reports/device_comparison.csv") + " (stage `compare_devices`)"]
+        trained = {r["variant"]: r for r in table.to_dict("records")}
         rows = []
-        for variant, e in comparison.items():
-            if e.get("status") == "trained":
-                rows.append({"variant": variant, "status": "trained", "device": e.get("device"),
-                             "GPUs": e.get("gpus"), "processes": e.get("processes"),
-                             "s/epoch": num(e.get("seconds_per_epoch")),
-                             "images/s": num(e.get("images_per_second"), ".1f"),
-                             "total s": num(e.get("total_seconds")),
-                             "speedup over CPU": num(e.get("speedup_over_cpu")),
-                             "scaling efficiency": num(e.get("scaling_efficiency"))})
-            else:
-                rows.append({"variant": variant, "status": f"{e.get('status', 'missing')}: {e.get('reason', '')}"})
+        for variant in self.variants():
+            e = trained.get(variant)
+            if e is None:
+                summary = self.inputs.json(f"metrics/train_resnet_{variant}.json") or {}
+                rows.append({"variant": variant,
+                             "status": f"{summary.get('status', 'missing')}: {self.not_trained(variant, summary)}"})
+                continue
+            rows.append({"variant": variant, "status": "trained", "device": e["device"], "GPUs": e["gpus"],
+                         "processes": e["processes"], "s/epoch": num(e["seconds_per_epoch"]),
+                         "images/s": num(e["images_per_second"], ".1f"), "total s": num(e["total_seconds"]),
+                         "speedup over CPU": num(e["speedup_over_cpu"]),
+                         "scaling efficiency": num(e["scaling_efficiency"])})
         columns = ["variant", "status", "device", "GPUs", "processes", "s/epoch", "images/s", "total s",
                    "speedup over CPU", "scaling efficiency"]
         lines += [markdown_table(rows, columns), "",
                   "Speedup = CPU seconds per epoch / variant seconds per epoch; scaling efficiency = "
-                  "(1-GPU seconds per epoch / variant seconds per epoch) / GPUs."]
-        trained_gpus = [v for v, e in comparison.items() if e.get("status") == "trained" and e.get("gpus")]
-        if not trained_gpus:
+                  "(1-GPU seconds per epoch / variant seconds per epoch) / GPUs (`reports/device_comparison.csv`)."]
+        if not any(e["gpus"] for e in trained.values()):
             lines += ["", "No GPU variant trained in this run, so there is no GPU timing or scaling "
                           "efficiency to report; the skipped variants above say how to run them."]
         return lines
@@ -295,21 +301,21 @@ class Report:
                 {"checkpoint": "difference (last - first)", "Acc@1 (%)": num(change["acc1"], "+.2f"),
                  "Acc@5 (%)": num(change["acc5"], "+.2f"), "loss": num(change["loss"], "+.4f")}]
         lines += ["", markdown_table(rows), ""]
-        diff = self.inputs.json("metrics/diff_predictions.json")
+        folder = "reports/diff_predictions"
+        diff = self.inputs.json(f"{folder}/summary.json")
         if diff is None:
-            return lines + [missing("metrics/diff_predictions.json") + " (stage `diff_predictions`)"]
+            return lines + [missing(f"{folder}/summary.json") + " (stage `diff_predictions`)"]
         a, b = diff["epoch_a"], diff["epoch_b"]
         counts = [("both right", "both_right"), (f"only A (epoch {a}) right", "only_a_right"),
                   (f"only B (epoch {b}) right", "only_b_right"), ("both wrong, same prediction", "both_wrong_same"),
                   ("both wrong, different predictions", "both_wrong_different"),
                   ("differing top-1 predictions", "differing"), ("images", "images")]
         lines += [f"Top-1 predictions of epoch {a} (A) and epoch {b} (B) on the same {diff['images']} images "
-                  f"(`metrics/diff_predictions.json`):", "",
+                  f"(`{folder}/summary.json`):", "",
                   markdown_table([{"images": label, "count": diff[key]} for label, key in counts]), "",
                   f"Agreement {num(100 * diff['agreement'])} %; Acc@1 change {num(diff['acc1_change'], '+.2f')} "
                   f"points; exact McNemar test on the {diff['only_a_right'] + diff['only_b_right']} images only "
                   f"one checkpoint gets right: p = {num(diff['mcnemar_p'], '.4g')}.", ""]
-        folder = "reports/diff_predictions"
         grid = self.inputs.path(f"{folder}/diff_grid.png")
         if grid is not None:
             shutil.copyfile(grid, self.out / "diff_grid.png")

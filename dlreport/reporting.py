@@ -14,39 +14,35 @@ def layer_table(stem: str, input_size: int, num_classes: int = 200) -> pd.DataFr
 
 
 def compare_devices(summaries: dict[str, dict]) -> tuple[dict, pd.DataFrame]:
-    """Speed of every train_resnet variant against the CPU run and the 1-GPU run.
+    """Speed of every train_resnet variant against the CPU run and the 1-GPU run: the headline
+    metrics (speedups and scaling efficiencies; None where a variant did not train) and the full
+    table of the variants that trained.
 
     speedup = CPU seconds per epoch / variant seconds per epoch;
-    scaling efficiency (GPU variants) = (1-GPU seconds per epoch / variant seconds per epoch) / GPUs.
+    scaling efficiency (variants of several GPUs) = (1-GPU seconds per epoch / variant seconds
+    per epoch) / GPUs.
     """
-    def spe(name):
-        s = summaries.get(name, {})
-        return s.get("seconds_per_epoch") if s.get("status") == "trained" else None
-
-    cpu_spe = spe("cpu")
-    one_gpu = next((n for n, s in summaries.items() if s.get("status") == "trained" and s.get("gpus") == 1), None)
-    metrics, rows = {}, []
-    for name, s in summaries.items():
-        if s.get("status") != "trained":
-            metrics[name] = {"status": s.get("status", "missing"), "reason": s.get("reason", "")}
-            continue
-        entry = {
-            "status": "trained",
-            "device": s.get("device"),
-            "gpus": s.get("gpus", 0),
-            "processes": s.get("processes", 1),
-            "seconds_per_epoch": s["seconds_per_epoch"],
-            "images_per_second": s["images_per_second"],
-            "total_seconds": s["total_seconds"],
-            "speedup_over_cpu": cpu_spe / s["seconds_per_epoch"] if cpu_spe and s["seconds_per_epoch"] else None,
-        }
-        if s.get("gpus") and one_gpu:
-            entry["scaling_efficiency"] = spe(one_gpu) / s["seconds_per_epoch"] / s["gpus"]
-        metrics[name] = entry
-        rows.append({"variant": name, **{k: entry[k] for k in ("images_per_second", "seconds_per_epoch",
-                                                               "total_seconds", "speedup_over_cpu")}})
-    columns = ["variant", "images_per_second", "seconds_per_epoch", "total_seconds", "speedup_over_cpu"]
-    return metrics, pd.DataFrame(rows, columns=columns)
+    trained = {n: s for n, s in summaries.items() if s.get("status") == "trained"}
+    cpu = trained.get("cpu", {}).get("seconds_per_epoch")
+    one_gpu = next((s["seconds_per_epoch"] for s in trained.values() if s.get("gpus") == 1), None)
+    rows = []
+    for name, s in trained.items():
+        seconds = s["seconds_per_epoch"]
+        rows.append({"variant": name, "device": s.get("device"), "gpus": s.get("gpus", 0),
+                     "processes": s.get("processes", 1), "seconds_per_epoch": seconds,
+                     "images_per_second": s["images_per_second"], "total_seconds": s["total_seconds"],
+                     "speedup_over_cpu": cpu / seconds if cpu and seconds else None,
+                     "scaling_efficiency": one_gpu / seconds / s["gpus"] if one_gpu and s.get("gpus", 0) > 1 else None})
+    table = pd.DataFrame(rows, columns=["variant", "device", "gpus", "processes", "seconds_per_epoch",
+                                        "images_per_second", "total_seconds", "speedup_over_cpu",
+                                        "scaling_efficiency"])
+    by_name = {r["variant"]: r for r in rows}
+    metrics = {
+        "speedup_over_cpu": {n: by_name.get(n, {}).get("speedup_over_cpu") for n in summaries if n != "cpu"},
+        "scaling_efficiency": {n: by_name.get(n, {}).get("scaling_efficiency") for n, s in summaries.items()
+                               if s.get("gpus", 0) > 1},
+    }
+    return metrics, table
 
 
 def markdown_table(rows: list[dict] | pd.DataFrame, columns: list[str] | None = None) -> str:

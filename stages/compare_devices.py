@@ -1,5 +1,6 @@
 """Stage compare_devices: seconds per epoch, images/s, speedup over the CPU run and scaling
-efficiency per GPU for the train_resnet variants (skipped ones listed with their reason)."""
+efficiency per GPU for the train_resnet variants that trained (reports/device_comparison.csv);
+the speedups and efficiencies are the metrics (metrics/device_comparison.json)."""
 import argparse
 
 from _common import run_stage
@@ -15,14 +16,15 @@ def main() -> None:
     parser.add_argument("--metrics", default="metrics/device_comparison.json")
     parser.add_argument("--table", default="reports/device_comparison.csv")
     args = parser.parse_args()
-    metrics, table = compare_devices(load_summaries(args.summaries))
+    summaries = load_summaries(args.summaries)
+    metrics, table = compare_devices(summaries)
     write_json(args.metrics, metrics)
     with atomic_file(args.table) as handle:
         table.to_csv(handle, index=False)
     print(table.to_string(index=False))
-    for name, entry in metrics.items():
-        if entry["status"] != "trained":
-            print(f"{name}: {entry['status']} ({entry['reason']})")
+    for name, summary in summaries.items():
+        if summary.get("status") != "trained":
+            print(f"{name}: {summary.get('status', 'missing')}")
 
 
 if __name__ == "__main__":

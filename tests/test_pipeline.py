@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from conftest import ran, run
+from dlreport.evaluation import DIFF_METRICS
 
 
 def mtimes(folder: Path) -> dict:
@@ -27,24 +29,27 @@ def test_outputs_of_the_resnet_half(reproduced: Path):
         skipped = read(p, f"metrics/train_resnet_{variant}.json")
         assert skipped["status"] == "skipped" and "devices=0" in skipped["reason"]
     assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
-    comparison = read(p, "metrics/device_comparison.json")
-    assert comparison["cpu"]["speedup_over_cpu"] == 1.0 and comparison["gpu8"]["status"] == "skipped"
-    assert list(pd.read_csv(p / "reports/device_comparison.csv").variant) == ["cpu"]
+    assert read(p, "metrics/device_comparison.json") == {"speedup_over_cpu": {"gpu1": None, "gpu8": None},
+                                                         "scaling_efficiency": {"gpu8": None}}
+    table = pd.read_csv(p / "reports/device_comparison.csv")
+    assert list(table.variant) == ["cpu"] and list(table.speedup_over_cpu) == [1.0]
     shapes = pd.read_csv(p / "reports/layer_shapes.csv")
     assert list(shapes.output)[1:] == ["16x16x64", "16x16x64", "8x8x128", "4x4x256", "2x2x512", "1x1x512", "200"]
 
 
 def test_eval_and_diff_agree(reproduced: Path):
     p = reproduced
-    ev, diff = read(p, "metrics/eval.json"), read(p, "metrics/diff_predictions.json")
+    ev, diff = read(p, "metrics/eval.json"), read(p, "reports/diff_predictions/summary.json")
+    assert read(p, "metrics/diff_predictions.json") == {k: diff[k] for k in DIFF_METRICS}
     assert ev["run"] == "cpu" and ev["first"]["epoch"] == 1 and ev["last"]["epoch"] == 2
+    by_epoch = pd.read_csv(p / "runs/eval/accuracy_by_epoch.csv").set_index("epoch")
     assert (diff["epoch_a"], diff["epoch_b"]) == (1, 2)
     # The accuracy change measured by eval_epochs is what the diff's counts imply.
     assert math.isclose(ev["change"]["acc1"], diff["acc1_change"], abs_tol=1e-9)
     for epoch in (1, 2):
         table = pd.read_csv(p / f"runs/eval/predictions_epoch_{epoch:02d}.csv")
         assert len(table) == 200
-        assert math.isclose(100 * (table.top1_index == table.true_index).mean(), ev["epochs"][str(epoch)]["acc1"])
+        assert math.isclose(100 * (table.top1_index == table.true_index).mean(), by_epoch.acc1[epoch])
     listed = (p / "reports/diff_predictions/diff_predictions.txt").read_text().splitlines()[1:]
     assert len(listed) == diff["differing"]
     counts = sum(diff[k] for k in ("both_right", "only_a_right", "only_b_right", "both_wrong_same",
@@ -99,3 +104,79 @@ def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
     exp_diff = run(["dvc", "exp", "diff", "epoch1", "epoch2", "--all"], cwd=p)
     assert "last.acc1" in exp_diff.stdout and "eval.epochs" in exp_diff.stdout
     assert "failed to load" not in exp_diff.stdout + exp_diff.stderr
+
+
+def cache_is_intact(project: Path) -> list[str]:
+    """Cache files whose content no longer matches their md5 name (a link written through)."""
+    import hashlib
+
+    bad = []
+    for path in (project / ".dvc" / "cache" / "files" / "md5").rglob("*"):
+        if path.is_file() and not path.name.endswith(".dir"):
+            if hashlib.md5(path.read_bytes()).hexdigest() != path.parent.name + path.name:
+                bad.append(str(path))
+    return bad
+
+
+def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduced: Path):
+    """.dvc/config links outputs to the cache (no second copy of the checkpoints). With links:
+    dvc checkout restores, a re-run reads linked checkpoints, a killed experiment resumes, dvc exp
+    apply switches runs - and the cache stays intact (no linked file is ever written in place)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import env
+
+    p = reproduced
+    checkpoints = p / "runs/resnet/cpu/checkpoints"
+    first = checkpoints / "epoch_01.pt"
+    assert first.stat().st_nlink == 2 or first.is_symlink(), "a link to the cache, not a copy"
+    restore = "git checkout -- params.yaml metrics stages && dvc checkout --force --allow-missing"
+    try:
+        first.unlink()
+        run(["dvc", "checkout", "train_resnet@cpu"], cwd=p)
+        assert first.exists() and first.stat().st_nlink == 2
+
+        # A code change re-runs the stage: it reads the linked checkpoints and rebuilds its logs.
+        with open(p / "stages/train_resnet.py", "a") as handle:
+            handle.write("# changed\n")
+        out = run(["dvc", "repro", "train_resnet@cpu"], cwd=p).stdout
+        assert ran(out, "train_resnet@cpu") and "already trained" in out, out
+        assert not cache_is_intact(p)
+        # DVC unprotects (copies) a persistent output's linked files before re-running its stage;
+        # --relink turns the copies back into links (the README says so).
+        run(["dvc", "checkout", "--relink", "train_resnet@cpu"], cwd=p)
+        assert first.stat().st_nlink == 2
+
+        # A run killed (kill -9, the whole process group) after its first epoch...
+        params = yaml.safe_load((p / "params.yaml").read_text())
+        params["resnet"]["seed"] = 1
+        (p / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        command = ["dvc", "repro", "train_resnet@cpu"]
+        started = subprocess.Popen(command, cwd=p, env=env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while not (list(p.glob("runs/resnet/.cpu-stale-*")) and first.exists()):  # the new run's epoch 1
+            assert started.poll() is None and time.time() < deadline, "the experiment ended before epoch 1"
+            time.sleep(0.05)
+        os.killpg(started.pid, signal.SIGKILL)
+        started.wait()
+        # ...resumes from that epoch when run again; `dvc exp save` keeps it as an experiment.
+        out = run(command, cwd=p).stdout
+        assert "=> resuming" in out and "Epoch: [1]" not in out, out
+        assert not cache_is_intact(p)
+        run(["dvc", "exp", "save", "-n", "seed1", "train_resnet@cpu"], cwd=p)
+        seed1 = json.loads((p / "metrics/train_resnet_cpu.json").read_text())
+
+        # Back to the committed run, then the experiment's run again.
+        run(restore, cwd=p)
+        assert json.loads((p / "metrics/train_resnet_cpu.json").read_text()) != seed1
+        run(["dvc", "exp", "apply", "seed1"], cwd=p)
+        assert json.loads((p / "metrics/train_resnet_cpu.json").read_text()) == seed1
+        assert "changed" not in run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout
+        assert not cache_is_intact(p)
+    finally:
+        run(restore, cwd=p)
+    assert run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout.strip().endswith("up to date.")

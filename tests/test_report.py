@@ -90,14 +90,13 @@ def test_layer_table_and_curves_match_their_sources(reported: Path, report: dict
 
 
 def test_device_table_and_skip_reasons(reported: Path, report: dict):
-    comparison = read(reported, "metrics/device_comparison.json")
-    cpu = comparison["cpu"]
+    cpu = pd.read_csv(reported / "reports/device_comparison.csv").set_index("variant").loc["cpu"]
     row = table_rows(report["3"], "cpu")[0]
     assert row[1] == "trained" and row[5] == f"{cpu['seconds_per_epoch']:.2f}"
     assert row[6] == f"{cpu['images_per_second']:.1f}" and row[7] == f"{cpu['total_seconds']:.2f}"
     assert row[8] == f"{cpu['speedup_over_cpu']:.2f}" and row[9] == "-"
     for variant in ("gpu1", "gpu8"):
-        reason = read(reported, f"metrics/train_resnet_{variant}.json")["reason"]
+        reason = read(reported, f"runs/resnet/{variant}/status.json")["reason"]
         assert "devices=0" in reason
         assert table_rows(report["3"], variant)[0][1] == f"skipped: {reason}"
         assert f"Skipped: {reason}" in report["2"]
@@ -105,7 +104,7 @@ def test_device_table_and_skip_reasons(reported: Path, report: dict):
 
 
 def test_checkpoints_and_their_differences(reported: Path, report: dict):
-    ev, diff = read(reported, "metrics/eval.json"), read(reported, "metrics/diff_predictions.json")
+    ev, diff = read(reported, "metrics/eval.json"), read(reported, "reports/diff_predictions/summary.json")
     body = report["4"]
     first, last = ev["first"], ev["last"]
     assert first["epoch"] != last["epoch"]  # TINY_PARAMS evaluates epochs 1 and 2
@@ -280,15 +279,15 @@ def test_the_lm_deps_are_what_the_lm_sections_read(tmp_path: Path):
 
 def test_a_trained_gpu_variant_gets_its_scaling_and_a_skipped_one_its_reason(tmp_path: Path):
     reason = "needs 8 GPU(s) but this experiment may use devices=1; on a host with 8 GPUs run: dvc exp run -S devices=8"
-    write(tmp_path, "metrics/device_comparison.json", {
-        "cpu": {"status": "trained", "device": "CPU X", "gpus": 0, "processes": 1, "seconds_per_epoch": 100.0,
-                "images_per_second": 1000.0, "total_seconds": 2000.0, "speedup_over_cpu": 1.0},
-        "gpu1": {"status": "trained", "device": "GPU Y", "gpus": 1, "processes": 1, "seconds_per_epoch": 8.0,
-                 "images_per_second": 12500.0, "total_seconds": 160.0, "speedup_over_cpu": 12.5,
-                 "scaling_efficiency": 1.0},
-        "gpu8": {"status": "skipped", "reason": reason}})
+    write(tmp_path, "reports/device_comparison.csv",
+          "variant,device,gpus,processes,seconds_per_epoch,images_per_second,total_seconds,speedup_over_cpu,"
+          "scaling_efficiency\n"
+          "cpu,CPU X,0,1,100.0,1000.0,2000.0,1.0,\n"
+          "gpu1,GPU Y,1,1,8.0,12500.0,160.0,12.5,\n")
+    write(tmp_path, "metrics/train_resnet_gpu8.json", {"status": "skipped", "variant": "gpu8", "gpus": 8})
+    write(tmp_path, "runs/resnet/gpu8/status.json", {"status": "skipped", "reason": reason})
     body = sections(build_report(tmp_path, tmp_path / "out", params={})["text"])["3"]
     assert table_rows(body, "gpu1")[0][1:] == ["trained", "GPU Y", "1", "1", "8.00", "12500.0", "160.00",
-                                               "12.50", "1.00"]
+                                               "12.50", "-"]
     assert table_rows(body, "gpu8")[0][1] == f"skipped: {reason}"
     assert "No GPU variant trained" not in body
