@@ -54,3 +54,14 @@ def test_targeted_experiment_on_the_real_archive(clone: Path):
     assert json.loads((clone / "metrics" / "dataset.json").read_text()) == \
         {"classes": 200, "train_images": 2000, "val_images": 1000}
     assert changed_files(clone) == {"params.yaml", "metrics/dataset.json", "dvc.lock"}
+
+
+def test_dvc_metrics_show_of_the_committed_default_run_is_narrow(clone: Path):
+    """metrics/ holds the default run's headline figures: `dvc metrics show` prints one row per
+    file whose columns are the union of the files' keys, so keys shared between files (status,
+    epochs, test_ppl, ...) and few of them keep it readable. Curves and per-k tables are plots."""
+    shown = run(["dvc", "metrics", "show"], cwd=clone).stdout.splitlines()
+    header = shown[0]
+    assert len(header) <= 1200, f"{len(header)} characters: {header}"
+    files = {line.split()[0] for line in shown[1:] if line.strip()}
+    assert files == {f"metrics/{p.name}" for p in (clone / "metrics").glob("*.json")}, files

@@ -133,7 +133,7 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
     checkpoints = p / "runs/resnet/cpu/checkpoints"
     first = checkpoints / "epoch_01.pt"
     assert first.stat().st_nlink == 2 or first.is_symlink(), "a link to the cache, not a copy"
-    restore = "git checkout -- params.yaml metrics stages && dvc checkout --force --allow-missing"
+    restore = "git checkout -- . && dvc checkout --force --allow-missing"  # back to the committed run
     try:
         first.unlink()
         run(["dvc", "checkout", "train_resnet@cpu"], cwd=p)
