@@ -172,6 +172,8 @@ TINY_PARAMS["generate"] = {"words": 50}
 TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
 # The context probe's log-x plot template lives in .dvc/plots.
 PROJECT_FILES.append(".dvc/plots")
+# The page `dvc plots show` fills (.dvc/config plots.html_template), with the Vega libraries inlined.
+PROJECT_FILES.append("tools/plots_page/page.html")
 
 
 @pytest.fixture(scope="session")
