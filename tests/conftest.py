@@ -186,6 +186,28 @@ def wordlm_project(tmp_path_factory) -> Path:
     return project
 
 
+def clone_reproduced(reproduced: Path, dest: Path) -> Path:
+    """A git clone of the reproduced project's HEAD that shares its DVC cache (and so its run-cache),
+    with the ResNet half's outputs checked out."""
+    run(["git", "clone", "-q", str(reproduced), str(dest)], cwd=dest.parent)
+    run(["dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache")], cwd=dest)
+    run(["dvc", "checkout", "--with-deps", *RESNET_TARGETS], cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def reported(reproduced: Path, tmp_path_factory) -> Path:
+    """A clone of the reproduced project at its committed state (whatever experiments other tests
+    left in the shared workspace), sharing its DVC cache, then `dvc repro report`: the tiny LM
+    stages run here, the ResNet half is already done. Every output of the pipeline is here: shared
+    by test_report.py and test_plots_page.py (whose `dvc plots show` needs every plot's data)."""
+    project = clone_reproduced(reproduced, tmp_path_factory.mktemp("report") / "project")
+    out = run(["dvc", "repro", "report"], cwd=project).stdout
+    assert ran(out, "report") and produced(out, "train_wordlm@gcnn") and produced(out, "context_probe"), out
+    assert not ran(out, "train_resnet@cpu") and not ran(out, "eval_epochs"), out
+    return project
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with torch on one thread (restored afterwards)."""
