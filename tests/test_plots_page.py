@@ -152,11 +152,15 @@ def test_dvc_default_page_draws_nothing_offline(reported: Path, chromium: str, t
 
 
 def test_plots_show_draws_every_plot_offline_without_warning(reported: Path, chromium: str, tmp_path: Path):
-    out = tmp_path / "dvc_plots"
-    shown = run(["dvc", "plots", "show", "-o", str(out)], cwd=reported)
+    shown = run(["dvc", "plots", "show"], cwd=reported)
+    page = reported / "dvc_plots" / "index.html"
     # The default run (GPU variants skipped) loads every plot: nothing on stderr, only the page's URI.
-    assert shown.stderr == "" and shown.stdout.split() == [(out / "index.html").resolve().as_uri()]
-    drawn = check_page(reported, out / "index.html", plots_json(reported, "show"), chromium, tmp_path / "show.png")
+    assert shown.stderr == "" and shown.stdout.split() == [page.resolve().as_uri()]
+    # ...which is where the report's link to the interactive page points.
+    report = reported / "reports" / "report" / "report.md"
+    link = re.search(r"\]\(([^)]*dvc_plots/index\.html)\)", report.read_text()).group(1)
+    assert (report.parent / link).resolve() == page.resolve()
+    drawn = check_page(reported, page, plots_json(reported, "show"), chromium, tmp_path / "show.png")
     assert {rev for series in drawn.values() for rev, _, _ in series} == {"workspace"}
 
 
