@@ -53,9 +53,10 @@ def chromium_run(chromium: str, url: str, extra: list[str], timeout: float) -> s
 
 
 def open_page(page: Path, chromium: str, screenshot: Path | None = None, width: int = 1400,
-              budget_ms: int = 20000, timeout: float = 120) -> Page:
+              height: int | None = None, budget_ms: int = 20000, timeout: float = 120) -> Page:
     """Load ``page``, let its scripts run for ``budget_ms`` of virtual time, dump the DOM; then,
-    if asked, load it again in a window as tall as the page and save a PNG screenshot."""
+    if asked, load it again in a ``width`` x ``height`` window (default: as tall as the page) and
+    save a PNG screenshot."""
     url = Path(page).resolve().as_uri()
     settle = f"--virtual-time-budget={budget_ms}"
     result = chromium_run(chromium, url, [settle, "--enable-logging=stderr", "--v=0", "--dump-dom"], timeout)
@@ -63,7 +64,7 @@ def open_page(page: Path, chromium: str, screenshot: Path | None = None, width: 
     found = RECORD.search(result.stdout)
     record = json.loads(html.unescape(found.group(1))) if found else None
     if screenshot is not None:
-        height = int(record["height"]) if record else 2000
+        height = height or (int(record["height"]) if record else 2000)
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         chromium_run(chromium, url, [settle, f"--window-size={width},{height}",
                                      f"--screenshot={Path(screenshot).resolve()}"], timeout)
@@ -75,11 +76,12 @@ def main() -> None:
     parser.add_argument("page", type=Path, help="an HTML file, e.g. dvc_plots/index.html")
     parser.add_argument("--screenshot", type=Path, help="write a PNG of the whole page here")
     parser.add_argument("--width", type=int, default=1400, help="window width in pixels")
+    parser.add_argument("--height", type=int, help="screenshot height in pixels (default: the whole page)")
     args = parser.parse_args()
     chromium = find_chromium()
     if not chromium:
         sys.exit("error: no Chromium found (on Debian: apt-get install chromium)")
-    page = open_page(args.page, chromium, args.screenshot, args.width)
+    page = open_page(args.page, chromium, args.screenshot, args.width, args.height)
     views = (page.record or {}).get("views", [])
     print(f"{sum(v['status'] == 'ok' for v in views)} of {len(views)} Vega views drawn; "
           f"versions {(page.record or {}).get('versions')}")
