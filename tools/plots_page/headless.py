@@ -59,7 +59,8 @@ def open_page(page: Path, chromium: str, screenshot: Path | None = None, width: 
     save a PNG screenshot."""
     url = Path(page).resolve().as_uri()
     settle = f"--virtual-time-budget={budget_ms}"
-    result = chromium_run(chromium, url, [settle, "--enable-logging=stderr", "--v=0", "--dump-dom"], timeout)
+    window = f"--window-size={width},1000"  # the layout (plots per row), and so the page's height, follow the width
+    result = chromium_run(chromium, url, [settle, window, "--enable-logging=stderr", "--v=0", "--dump-dom"], timeout)
     console = [m.group(1) for m in map(CONSOLE.search, result.stderr.splitlines()) if m]
     found = RECORD.search(result.stdout)
     record = json.loads(html.unescape(found.group(1))) if found else None
