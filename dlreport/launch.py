@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from dlreport.errors import PipelineError
-from dlreport.fileio import write_json
-from dlreport.training import train
+from dlreport.fileio import atomic_dir, write_json
+from dlreport.training import EPOCH_METRICS, train
 
 
 def run_config(params: dict, run: str) -> dict:
@@ -55,6 +55,7 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
     if reason:
         # The run folder is the stage's output, so it must exist; earlier checkpoints stay.
         Path(out).mkdir(parents=True, exist_ok=True)
+        write_empty_curves(Path(out))
         write_json(Path(out) / "status.json", {"status": "skipped", "reason": reason})
         write_json(summary, {"status": "skipped", "reason": reason, "variant": run,
                              "gpus": int(run_config(params, run).get("gpus", 0))})
@@ -86,6 +87,20 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
         raise PipelineError(f"torchrun for train_resnet@{run} exited with status {result.returncode} "
                             f"(see its output above); checkpoints of completed epochs are kept in "
                             f"{out}/checkpoints and the next run resumes from them.")
+
+
+def write_empty_curves(run_dir: Path) -> None:
+    """A skipped variant's DVCLive curves: the files a trained run writes, headers only.
+
+    dvc.yaml overlays every variant's curves in one plot; with no rows for a skipped variant,
+    `dvc plots show` draws no line for it instead of warning that it failed to load some plots.
+    (A later training run rebuilds the logs from its checkpoints.)
+    """
+    with atomic_dir(run_dir / "dvclive") as live:
+        for name in EPOCH_METRICS:
+            path = live / "plots" / "metrics" / f"{name}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n")
 
 
 def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) -> None:

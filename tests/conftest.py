@@ -185,6 +185,8 @@ TINY_PARAMS["generate"] = {"words": 50}
 TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
 # The context probe's log-x plot template lives in .dvc/plots.
 PROJECT_FILES.append(".dvc/plots")
+# The page `dvc plots show` fills (.dvc/config plots.html_template), with the Vega libraries inlined.
+PROJECT_FILES.append("tools/plots_page/page.html")
 
 
 @pytest.fixture(scope="session")
@@ -194,6 +196,28 @@ def wordlm_project(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("wordlm") / "project", TINY_PARAMS)
     result = run(["dvc", "repro", "train_wordlm", "generate_text", "context_probe"], cwd=project)
     (project / "repro.log").write_text(result.stdout)
+    return project
+
+
+def clone_reproduced(reproduced: Path, dest: Path) -> Path:
+    """A git clone of the reproduced project's HEAD that shares its DVC cache (and so its run-cache),
+    with the ResNet half's outputs checked out."""
+    run(["git", "clone", "-q", str(reproduced), str(dest)], cwd=dest.parent)
+    run(["dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache")], cwd=dest)
+    run(["dvc", "checkout", "--with-deps", *RESNET_TARGETS], cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def reported(reproduced: Path, tmp_path_factory) -> Path:
+    """A clone of the reproduced project at its committed state (whatever experiments other tests
+    left in the shared workspace), sharing its DVC cache, then `dvc repro report`: the tiny LM
+    stages run here, the ResNet half is already done. Every output of the pipeline is here: shared
+    by test_report.py and test_plots_page.py (whose `dvc plots show` needs every plot's data)."""
+    project = clone_reproduced(reproduced, tmp_path_factory.mktemp("report") / "project")
+    out = run(["dvc", "repro", "report"], cwd=project).stdout
+    assert ran(out, "report") and produced(out, "train_wordlm@gcnn") and produced(out, "context_probe"), out
+    assert not ran(out, "train_resnet@cpu") and not ran(out, "eval_epochs"), out
     return project
 
 

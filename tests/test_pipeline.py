@@ -20,14 +20,23 @@ def read(project: Path, path: str):
     return json.loads((project / path).read_text())
 
 
+def curve_files(project: Path, variant: str) -> dict[str, str]:
+    curves = project / f"runs/resnet/{variant}/dvclive/plots/metrics"
+    return {str(f.relative_to(curves)): f.read_text() for f in curves.rglob("*.tsv")}
+
+
 def test_outputs_of_the_resnet_half(reproduced: Path):
     p = reproduced
     assert read(p, "metrics/dataset.json") == {"classes": 200, "train_images": 400, "val_images": 200}
     cpu = read(p, "metrics/train_resnet_cpu.json")
-    assert cpu["status"] == "trained" and cpu["epochs"] == 2
+    assert cpu["status"] == "trained" and cpu["epochs"] == 2 and "val/acc1.tsv" in curve_files(p, "cpu")
     for variant in ("gpu1", "gpu8"):
         skipped = read(p, f"metrics/train_resnet_{variant}.json")
         assert skipped["status"] == "skipped" and "devices=0" in skipped["reason"]
+        # Its curves are the files DVCLive wrote for the trained variant, headers only: in `dvc
+        # plots show` no line for it, and no "failed to load" warning.
+        assert curve_files(p, variant) == {name: text.splitlines(keepends=True)[0]
+                                           for name, text in curve_files(p, "cpu").items()}
     assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
     assert read(p, "metrics/device_comparison.json") == {"speedup_over_cpu": {"gpu1": None, "gpu8": None},
                                                          "scaling_efficiency": {"gpu8": None}}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, RESNET_TARGETS, produced, ran, run
+from conftest import REPO, produced, ran, run
 from dlreport.report import LM_MODELS, build_report
 
 CODE_DEPS = {"stages/report.py", "dlreport/report.py", "dlreport/reporting.py"}
@@ -36,21 +36,6 @@ def images(text: str) -> list[str]:
 
 def read(project: Path, path: str):
     return json.loads((project / path).read_text())
-
-
-@pytest.fixture(scope="module")
-def reported(reproduced: Path, tmp_path_factory) -> Path:
-    """A clone of the reproduced project at its committed state (whatever experiments other tests
-    left in the shared workspace), sharing its DVC cache, then `dvc repro report`: the tiny LM
-    stages run here, the ResNet half is already done."""
-    project = tmp_path_factory.mktemp("report") / "project"
-    run(["git", "clone", "-q", str(reproduced), str(project)], cwd=project.parent)
-    run(["dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache")], cwd=project)
-    run(["dvc", "checkout", "--with-deps", *RESNET_TARGETS], cwd=project)
-    out = run(["dvc", "repro", "report"], cwd=project).stdout
-    assert ran(out, "report") and produced(out, "train_wordlm@gcnn") and produced(out, "context_probe"), out
-    assert not ran(out, "train_resnet@cpu") and not ran(out, "eval_epochs"), out
-    return project
 
 
 @pytest.fixture(scope="module")
