@@ -85,7 +85,7 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
     if result.returncode:
         raise PipelineError(f"torchrun for train_resnet@{run} exited with status {result.returncode} "
                             f"(see its output above); checkpoints of completed epochs are kept in "
-                            f"{out}/checkpoints and the next run resumes from them.")
+                            f"{out}/checkpoints/resume.pt and the next run resumes from it.")
 
 
 def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) -> None:
@@ -94,7 +94,8 @@ def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) 
     use_cuda = int(cfg.get("gpus", 0)) > 0
     if use_cuda and not torch.cuda.is_available():
         raise PipelineError(f"train_resnet@{run} needs CUDA, but torch sees no GPU on this host.")
-    result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda)
+    backend = (params["resnet"].get("launch") or {}).get("backend", "auto")
+    result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda, backend=backend)
     if result is not None:
         result["variant"] = run
         write_json(Path(out) / "status.json", {"status": "trained"})
