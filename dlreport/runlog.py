@@ -111,27 +111,36 @@ class RunLogger:
     ended, and no file a previous run wrote (which DVC's cache may share by a link) is appended to.
     """
 
-    def __init__(self, run_dir: Path, history: list[dict]):
-        from dvclive import Live
+    def __init__(self, run_dir: Path, history: list[dict], say=print):
         from torch.utils.tensorboard import SummaryWriter
 
         for name in ("dvclive", "tensorboard"):
             shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
-        self.live = Live(str(Path(run_dir) / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
+        try:
+            from dvclive import Live
+        except ImportError:  # a bare machine (the GPU check's) may have torch but not requirements.txt
+            self.live = None
+            say(f"=> dvclive is not installed: no DVCLive logs in {Path(run_dir) / 'dvclive'}, TensorBoard "
+                f"only (pip install -r requirements.txt for dvc plots)")
+        else:
+            self.live = Live(str(Path(run_dir) / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
         self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         for metrics in history:
             self.log(metrics)
 
     def log(self, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
-        self.live.step = epoch
         for name in EPOCH_METRICS:
-            self.live.log_metric(name, metrics[name])
             self.tb.add_scalar(name, metrics[name], epoch)
-        self.live.log_metric("epoch", epoch, plot=False)
-        self.live.make_summary()
         self.tb.flush()
+        if self.live:
+            self.live.step = epoch
+            for name in EPOCH_METRICS:
+                self.live.log_metric(name, metrics[name])
+            self.live.log_metric("epoch", epoch, plot=False)
+            self.live.make_summary()
 
     def close(self) -> None:
-        self.live.end()
+        if self.live:
+            self.live.end()
         self.tb.close()

@@ -290,7 +290,7 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
         checkpoints.set_rng_state(state["rng"])
         history = list(state["history"])
 
-    logger = RunLogger(run_dir, history) if ctx.main else None
+    logger = RunLogger(run_dir, history, say) if ctx.main else None
     say(f"=> training {recipe['epochs']} epochs on {ctx.world} process(es), "
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
         f"{len(data.train_images)} train / {len(data.val_images)} val images")

@@ -358,3 +358,18 @@ def test_indivisible_global_batch_is_a_clear_error(tiny_prepared: Path, tmp_path
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "batch_size=63 does not split evenly over 2" in result.stdout + result.stderr
     assert not checkpoints.saved_epochs(tmp_path / "x")
+
+
+def test_recipe_errors_name_the_param():
+    recipe = {**BASE["resnet"]}
+    training.check_recipe(recipe, 1)
+    with pytest.raises(PipelineError, match="resnet.compile must be false or one of default, reduce-overhead"):
+        training.check_recipe({**recipe, "compile": "fast"}, 1)
+    with pytest.raises(PipelineError, match="resnet.keep_epochs must be all or a list"):
+        training.check_recipe({**recipe, "keep_epochs": "last"}, 1)
+    from dlreport.devices import choose_backend
+
+    assert choose_backend("auto", True) == "nccl" and choose_backend("auto", False) == "gloo"
+    assert choose_backend("gloo", True) == "gloo"
+    with pytest.raises(PipelineError, match="resnet.launch.backend=nccl needs GPUs"):
+        choose_backend("nccl", False)
