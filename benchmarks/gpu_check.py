@@ -32,7 +32,9 @@ On the lent H200 (its python3 holds torch; the repo's working tree is the curren
 
     python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json
 
-Exit status 0 only if every step that ran passed (skipped steps say why). The issue's goals -
+Exit status 0 only if every step passed, apart from those this mode or --skip leaves out (a
+second try can re-run what failed or ran out of time: --skip with the steps that passed, though
+checkpoint_cpu, two_processes and compile_64 need train_64). The issue's goals -
 20 epochs at 224px within 6 minutes and at 64px within 90 s, 2x the example's recipe, data wait
 under 5% at 64px - are measured and reported (goals in the JSON), not part of the exit status.
 """
@@ -164,8 +166,8 @@ class Check:
         text = log_path.read_text()
         shown = [line for line in text.splitlines() if line.startswith(("=>", " * ", "error"))]
         print("\n".join(f"   {line}" for line in shown[-6:]), flush=True)
-        require(status == 0, f"{' '.join(command[-12:])} exited with status {status}: "
-                             + " | ".join(text.strip().splitlines()[-6:]))
+        require(status == 0, f"{' '.join(command[-12:])} exited with status {status}; its output ended: "
+                             + " | ".join(text.strip().splitlines()[-25:]))
         return text
 
 
@@ -174,7 +176,12 @@ class Check:
 # --------------------------------------------------------------------------------------
 def write_prepared(out: Path, train: int, val: int, seed: int = 0) -> Path:
     """relabel_val's output (classes.csv, train.csv, val.csv, *_images.npy) for a synthetic set:
-    each class a random 8x8 colour pattern scaled to 64x64, each image that pattern plus noise."""
+    each class a random 8x8 colour pattern scaled to 64x64, each image that pattern plus noise.
+
+    60% of the training labels are random: an easy synthetic set would drive the training loss
+    towards 0 within an epoch, where a 1% relative tolerance means nothing; with this floor it
+    stays near real Tiny-ImageNet's early losses (about 4), as in the CPU test's comparison.
+    Validation labels are all true."""
     rng = np.random.default_rng(seed)
     wnids = np.array([f"n{9_000_000 + i:08d}" for i in range(200)])
     names = np.array([f"pattern {i}" for i in range(200)])
@@ -182,14 +189,16 @@ def write_prepared(out: Path, train: int, val: int, seed: int = 0) -> Path:
     with atomic_dir(out) as tmp:
         pd.DataFrame({"class_index": range(200), "wnid": wnids, "name": names}).to_csv(tmp / "classes.csv", index=False)
         for split, n in (("train", train), ("val", val)):
-            labels = rng.permutation(np.arange(n) % 200)
+            shown = rng.permutation(np.arange(n) % 200)
             images = np.lib.format.open_memmap(tmp / f"{split}_images.npy", mode="w+", dtype=np.uint8,
                                                shape=(n, 3, 64, 64))
             for s in range(0, n, 10_000):
-                chunk = labels[s:s + 10_000]
+                chunk = shown[s:s + 10_000]
                 images[s:s + len(chunk)] = patterns[chunk] + rng.integers(0, 96, (len(chunk), 3, 64, 64), dtype=np.uint8)
             images.flush()
             del images
+            noisy = rng.random(n) < (0.6 if split == "train" else 0.0)
+            labels = np.where(noisy, rng.integers(0, 200, n), shown)
             paths = ([f"train/{wnids[k]}/images/{wnids[k]}_{i}.JPEG" for i, k in enumerate(labels)] if split == "train"
                      else [f"val/images/val_{i}.JPEG" for i in range(n)])
             table = pd.DataFrame({"path": paths, "wnid": wnids[labels], "class_index": labels.astype(np.int16),
@@ -235,7 +244,7 @@ def environment(check: Check, _timeout) -> dict:
         info.update(gpu=props.name, gpus=torch.cuda.device_count(), gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
-                    nccl=".".join(map(str, torch.cuda.nccl.version())))
+                    nccl=str(torch.cuda.nccl.version()))
     print("   " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     return info
 
@@ -463,6 +472,8 @@ def main() -> None:
     parser.add_argument("--out", default="gpu_check.json", help="the JSON report, rewritten after every step")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole check")
     parser.add_argument("--work", help="working folder (kept); default a temporary one, removed at the end")
+    parser.add_argument("--skip", type=lambda text: text.split(","), default=[],
+                        help="steps not to run, comma-separated (e.g. a re-run of the rest: --skip train_224,reference_64)")
     parser.add_argument("--nccl-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.nccl_probe:  # one rank of the probe, started by torchrun
@@ -473,24 +484,31 @@ def main() -> None:
         return
     check = Check(args)
     cuda = check.mode == "cuda"
+    # name, function, cap (s), minimum (s), needs, why skipped in this mode
+    steps = [
+        ("environment", environment, 60, 0, [], None),
+        ("dataset", dataset, 120, 10, ["environment"], None),
+        ("host_syncs", host_syncs, 60, 15, ["environment"],
+         None if cuda else "CUDA's sync debug mode needs a GPU (tests/test_training.py counts host reads on the CPU)"),
+        ("train_64", train_64, 150, 30, ["dataset"], None),
+        ("checkpoint_cpu", checkpoint_cpu, 90, 15, ["train_64"], None),
+        ("train_224", train_224, 150, 40, ["dataset"], None),
+        ("reference_64", reference_64, 90, 20, ["dataset"], None),
+        ("two_processes", two_processes, 200, 40, ["train_64"], None),
+        ("compile_64", compile_64, 240, 60, ["train_64"],
+         None if cuda else "torch.compile takes minutes to warm up on a few CPU cores; it is timed on the GPU"),
+    ]
+    unknown = set(args.skip) - {name for name, *_ in steps}
+    if unknown:
+        parser.error(f"--skip: no step {', '.join(sorted(unknown))}")
     try:
-        check.step("environment", lambda t: environment(check, t), cap=60, minimum=0)
-        check.step("dataset", lambda t: dataset(check, t), cap=120, minimum=10, needs=["environment"])
-        check.step("host_syncs", lambda t: host_syncs(check, t), cap=60, minimum=15, needs=["environment"],
-                   skip=None if cuda else "CUDA's sync debug mode needs a GPU (tests/test_training.py counts "
-                                          "host reads on the CPU)")
-        check.step("train_64", lambda t: train_64(check, t), cap=150, minimum=30, needs=["dataset"])
-        check.step("checkpoint_cpu", lambda t: checkpoint_cpu(check, t), cap=90, minimum=15, needs=["train_64"])
-        check.step("train_224", lambda t: train_224(check, t), cap=150, minimum=40, needs=["dataset"])
-        check.step("reference_64", lambda t: reference_64(check, t), cap=90, minimum=20, needs=["dataset"])
-        check.step("two_processes", lambda t: two_processes(check, t), cap=150, minimum=40, needs=["train_64"])
-        check.step("compile_64", lambda t: compile_64(check, t), cap=240, minimum=60, needs=["train_64"],
-                   skip=None if cuda else "torch.compile takes minutes to warm up on a few CPU cores; "
-                                          "it is timed on the GPU")
+        for name, fn, cap, minimum, needs, mode_skip in steps:
+            skip = "--skip" if name in args.skip else mode_skip
+            check.step(name, lambda t, fn=fn: fn(check, t), cap=cap, minimum=minimum, needs=needs, skip=skip)
         goals_and_table(check)
     finally:
         statuses = {s["status"] for s in check.report["steps"].values()}
-        check.report["passed"] = statuses <= {"passed", "skipped"} and len(check.report["steps"]) == 9
+        check.report["passed"] = statuses <= {"passed", "skipped"} and len(check.report["steps"]) == len(steps)
         check.save()
         if not args.work:
             shutil.rmtree(check.work, ignore_errors=True)

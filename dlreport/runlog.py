@@ -80,10 +80,7 @@ class StepTimer:
         return event
 
     def _seconds(self, start, stop) -> float:
-        if not self.cuda:
-            return stop - start
-        stop.synchronize()
-        return start.elapsed_time(stop) / 1000
+        return start.elapsed_time(stop) / 1000 if self.cuda else stop - start
 
     def data_ready(self) -> None:
         self.ready = self._mark()
@@ -95,6 +92,8 @@ class StepTimer:
 
     def read(self) -> None:
         """Bring the meters up to date (on a GPU this waits for the steps marked so far)."""
+        if self.cuda and self.pending:
+            self.pending[-1][2].synchronize()  # the last mark done: all earlier ones are too
         for start, ready, stop in self.pending:
             data = self._seconds(start, ready)
             self.data_time.update(data)
