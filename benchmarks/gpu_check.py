@@ -28,7 +28,8 @@ On the lent H200 (its python3 holds torch; the repo's working tree is the curren
 
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json
 
-(about 5-6 minutes, never more than --budget, 450 s by default). The suite runs the CPU mode:
+(about 5-6 minutes; it stops itself within --budget, 450 s by default, so a time limit of 9 minutes
+on the command leaves room for the start-up and the report). The suite runs the CPU mode:
 
     python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json
 

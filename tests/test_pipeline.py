@@ -26,7 +26,7 @@ def test_outputs_of_the_resnet_half(reproduced: Path):
     for variant in ("gpu1", "gpu8"):
         skipped = read(p, f"metrics/train_resnet_{variant}.json")
         assert skipped["status"] == "skipped" and "devices=0" in skipped["reason"]
-    assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
+    assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"]
     comparison = read(p, "metrics/device_comparison.json")
     assert comparison["cpu"]["speedup_over_cpu"] == 1.0 and comparison["gpu8"]["status"] == "skipped"
     assert list(pd.read_csv(p / "reports/device_comparison.csv").variant) == ["cpu"]

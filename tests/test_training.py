@@ -107,7 +107,7 @@ def test_gpu_variants_skip_without_devices_and_fail_beyond_present(tmp_path: Pat
 HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
 
-def test_training_steps_never_read_the_device(monkeypatch):
+def test_training_steps_never_read_the_device(monkeypatch, one_thread):
     """On a GPU every read of a device value makes the host wait for it. Count the reads (the
     Tensor methods that copy a value to Python) in a real epoch of 3 and of 6 steps: the same
     number, so they happen at log lines and the epoch's end only. Control: logging every step
