@@ -142,6 +142,8 @@ class Check:
                 record = {"status": "failed", "why": f"{type(error).__name__}: {error}",
                           "traceback": traceback.format_exc().splitlines()[-8:]}
             record["seconds"] = round(time.monotonic() - tic, 1)
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()  # what an in-process step cached is not held while training runs
         self.report["steps"][name] = record
         print(f"== {name}: {record['status']}" + (f" ({record['why']})" if "why" in record else "")
               + (f" in {record['seconds']} s" if "seconds" in record else ""), flush=True)
@@ -244,8 +246,13 @@ def environment(check: Check, _timeout) -> dict:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpus=torch.cuda.device_count(), gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
-                    nccl=str(torch.cuda.nccl.version()))
+                    cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
+        try:  # facts only: none of them may stop the check
+            info["nccl"] = str(torch.cuda.nccl.version())
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception as error:
+            info.setdefault("nccl", f"unknown ({type(error).__name__})")
     print("   " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     return info
 
@@ -386,9 +393,6 @@ def reference_64(check: Check, _timeout) -> dict:
     finally:
         for variant in variants:
             variant.batches.close()  # stops the reference's DataLoader workers
-        del variants
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # the training runs after this step need no memory of ours
     require(all(r["images_per_second"] > 0 for r in rows), f"no images/s: {rows}")
     return {"batch_size": size["ref_batch"], "rounds": size["rounds"], "steps_per_round": size["steps"],
             "reference_images_per_second": rows[0]["images_per_second"],
