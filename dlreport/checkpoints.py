@@ -68,6 +68,7 @@ def save_atomic(state: dict, path: Path) -> None:
     """A new file renamed into place: complete or absent, and never an existing file rewritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # one left by a killed write is replaced by a new file, not rewritten
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -130,6 +131,8 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
     interrupted epoch, which is trained again), are removed.
     """
     run_dir = Path(run_dir)
+    for leftover in (run_dir / "checkpoints").glob(".*.tmp"):  # from a write that was killed
+        leftover.unlink()
     epochs = saved_epochs(run_dir)
     if not resume_path(run_dir).exists():
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):

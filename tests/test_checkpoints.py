@@ -37,10 +37,12 @@ def test_keep_epochs_policy_and_its_errors():
 def test_resume_from_resume_pt_and_drop_what_is_not_kept(tmp_path: Path):
     # Trained to epoch 3; epoch 4's file was written before a kill, resume.pt was not.
     run = run_folder(tmp_path, 3, [1, 2, 3, 4])
+    (run / "checkpoints" / ".epoch_05.pt.tmp").write_bytes(b"half a file")  # a kill during a write
     log = []
     state, start = checkpoints.find_resume_point(run, {**RECIPE, "keep_epochs": [2]}, log.append)
     assert state["epoch"] == 3 and start == 4
     assert checkpoints.saved_epochs(run) == [2], "epochs 1 and 3 are no longer kept; 4 is trained again"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_02.pt", "resume.pt"]
     assert "removed the weights of epoch(s) 1, 3, 4" in log[0] and "resuming" in log[1]
 
 
