@@ -5,7 +5,9 @@ images. The reference is the example's recipe: torchvision ImageFolder, PIL deco
 transforms in DataLoader worker processes, an fp32 NCHW model. Ours is what train_resnet runs:
 images decoded once into a uint8 tensor, crop/flip as batched tensor ops, the model prepared by
 ``training.to_training_device`` (channels_last; on CPUs, GEMM weight gradients for the small
-late layers) and bf16 autocast where the hardware runs it fast (resnet.precision: auto).
+late layers) and bf16 autocast where the hardware runs it fast (resnet.precision: auto). Both take
+train_resnet's optimizer step (``training.TrainStep``). benchmarks/gpu_check.py times the same two
+on a GPU.
 
 The variants are timed in alternating rounds (machines with shared cores drift by 10-20%
 within a minute), and the summary gives each variant's median and the median of the per-round
@@ -25,68 +27,91 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlreport import training  # noqa: E402
+from dlreport.devices import autocast_dtype  # noqa: E402
 from dlreport.models import build_resnet18  # noqa: E402
 from dlreport.tinyimagenet import load_split_tensors  # noqa: E402
+from dlreport.transforms import EpochAugmentation, augment  # noqa: E402
+
+# The report's optimizer settings; the constant schedule makes steps_per_epoch irrelevant.
+RECIPE = {"epochs": 1, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}
 
 
 class Variant:
-    """One training setup: a model, its optimizer and an endless stream of (input, target)."""
+    """One training setup: a model, train_resnet's optimizer step and an endless stream of
+    (input, target) batches, moved to ``device`` if they are not there already."""
 
-    def __init__(self, name: str, model, batches, amp=None):
+    def __init__(self, name: str, model, batches, amp=None, device=torch.device("cpu")):
         torch.manual_seed(0)
-        self.name, self.model, self.batches, self.amp = name, model.train(), batches, amp
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        self.name, self.batches, self.device = name, batches, device
+        self.step_fn = training.TrainStep.for_recipe(model.to(device).train(), RECIPE, 1, amp)
         self.rates: list[float] = []
 
     def step(self) -> int:
         images, target = next(self.batches)
-        with torch.autocast("cpu", dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss = F.cross_entropy(self.model(images), target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.step_fn(images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True))
         return len(target)
 
     def timed(self, steps: int) -> float:
         """Images/s over ``steps`` optimizer steps, data loading included."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
         start, seen = time.perf_counter(), 0
         for _ in range(steps):
             seen += self.step()
+        sync()
         self.rates.append(seen / (time.perf_counter() - start))
         return self.rates[-1]
 
 
-def reference_batches(root: Path, batch_size: int, workers: int):
-    """The ImageNet example's data path: ImageFolder + PIL transforms in DataLoader workers."""
+def reference_batches(root: Path, batch_size: int, workers: int, input_size: int = 64):
+    """The ImageNet example's data path: ImageFolder + PIL transforms in DataLoader workers
+    (pinned memory, as the example uses on GPUs)."""
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
-    transform = T.Compose([T.RandomCrop(64, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+    crop = T.RandomCrop(64, padding=4) if input_size == 64 else T.RandomResizedCrop(input_size)
+    transform = T.Compose([crop, T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
     dataset = ImageFolder(str(root / "train"), transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+                                         drop_last=True, persistent_workers=workers > 0,
+                                         pin_memory=torch.cuda.is_available())
     while True:
         yield from loader
 
 
-def decoded_batches(prepared: Path, batch_size: int, memory_format=torch.channels_last):
-    """train_resnet's data path: decoded uint8 images, batched crop/flip (training.augment)."""
+def decoded_batches(prepared: Path, batch_size: int, device=torch.device("cpu"),
+                    memory_format=torch.channels_last, input_size: int = 64):
+    """train_resnet's data path: decoded uint8 images in the device's memory, batched crop/flip there."""
     _, images, labels = load_split_tensors(prepared, "train")
+    images, labels = images.to(device), labels.to(device)
     epoch = 0
     while True:
         epoch += 1
-        aug = training.EpochAugmentation.draw(len(images), 0, epoch)
-        order = torch.randperm(len(images))
+        aug = EpochAugmentation.draw(len(images), 0, epoch).to(device)
+        order = torch.randperm(len(images)).to(device)
         for s in range(0, len(order) - batch_size + 1, batch_size):
             index = order[s:s + batch_size]
-            batch = training.augment(images[index], index, aug, images.shape[-1])
+            batch = augment(images[index], index, aug, input_size)
             yield batch.contiguous(memory_format=memory_format), labels[index]
+
+
+def compare(variants: list[Variant], rounds: int, steps: int, log=print) -> list[dict]:
+    """Time the variants in alternating rounds; each one's median images/s and the median of its
+    per-round ratios to the first (the reference)."""
+    for variant in variants:  # warm-up: workers started, allocator, oneDNN/cuDNN primitives ready
+        variant.step()
+    for r in range(rounds):
+        order = variants if r % 2 == 0 else variants[::-1]
+        rates = {v.name: v.timed(steps) for v in order}
+        log(f"round {r + 1}: " + "  ".join(f"{rates[v.name]:7.1f}" for v in variants) + "  img/s")
+    ref = variants[0].rates
+    return [{"variant": v.name, "images_per_second": statistics.median(v.rates),
+             "ratio": statistics.median(ours / base for ours, base in zip(v.rates, ref))} for v in variants]
 
 
 def main() -> None:
@@ -102,7 +127,7 @@ def main() -> None:
                         help="also time decoded tensors with an NCHW model, and with channels_last alone")
     args = parser.parse_args()
     prepared, cpu = Path(args.prepared), torch.device("cpu")
-    amp = training.autocast_dtype("auto", cpu)
+    amp = autocast_dtype("auto", cpu)
     print(f"ResNet-18, 64x64, batch {args.batch_size}, {args.rounds} rounds of {args.steps} timed steps, "
           f"{torch.get_num_threads()} threads, {args.workers} loader workers for the reference")
 
@@ -111,27 +136,18 @@ def main() -> None:
     if args.ablation:
         variants += [
             Variant("decoded uint8 + batched crop/flip, fp32 NCHW", build_resnet18(),
-                    decoded_batches(prepared, args.batch_size, torch.contiguous_format)),
+                    decoded_batches(prepared, args.batch_size, memory_format=torch.contiguous_format)),
             Variant("  + channels_last", build_resnet18().to(memory_format=torch.channels_last),
                     decoded_batches(prepared, args.batch_size)),
         ]
     variants.append(Variant(f"ours (train_resnet): + GEMM weight grads, {str(amp or torch.float32)[6:]}",
                             training.to_training_device(build_resnet18(), cpu),
                             decoded_batches(prepared, args.batch_size), amp))
-
-    for variant in variants:  # warm-up: workers started, allocator and oneDNN primitives ready
-        variant.step()
-    for r in range(args.rounds):
-        order = variants if r % 2 == 0 else variants[::-1]
-        rates = {v.name: v.timed(args.steps) for v in order}
-        print(f"round {r + 1}: " + "  ".join(f"{rates[v.name]:6.1f}" for v in variants) + "  img/s")
-
-    ref = variants[0].rates
-    width = max(len(v.name) for v in variants)
+    results = compare(variants, args.rounds, args.steps)
+    width = max(len(r["variant"]) for r in results)
     print(f"\n{'variant':{width}s}  median img/s  ratio to reference (median of rounds)")
-    for v in variants:
-        ratio = statistics.median(ours / base for ours, base in zip(v.rates, ref))
-        print(f"{v.name:{width}s}  {statistics.median(v.rates):12.1f}  {ratio:5.2f}x")
+    for r in results:
+        print(f"{r['variant']:{width}s}  {r['images_per_second']:12.1f}  {r['ratio']:5.2f}x")
 
 
 if __name__ == "__main__":

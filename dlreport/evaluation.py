@@ -13,8 +13,9 @@ from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, read_json, write_json
 from dlreport.models import build_resnet18
 from dlreport.tinyimagenet import load_classes, load_split_tensors
-from dlreport.training import (autocast_dtype, checkpoint_path, evaluate_images, load_checkpoint,
-                               saved_epochs)
+from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs
+from dlreport.devices import autocast_dtype
+from dlreport.training import evaluate_images
 
 
 # --------------------------------------------------------------------------------------
@@ -47,6 +48,13 @@ def resolve_epochs(spec, run_dir: Path) -> list[int]:
         return available
     epochs = [int(e) for e in (spec if isinstance(spec, list) else [spec])]
     missing = [e for e in epochs if e not in available]
+    not_kept = [e for e in missing if available and e < available[-1]]
+    if not_kept:
+        keep = load_checkpoint(checkpoint_path(run_dir, available[-1]))["recipe"].get("keep_epochs", "all")
+        raise PipelineError(f"the weights of epoch(s) {', '.join(map(str, not_kept))} were not kept: {run_dir} "
+                            f"trained with resnet.keep_epochs={keep} (saved: {', '.join(map(str, available))}). "
+                            f"Add them to resnet.keep_epochs and re-run train_resnet (it trains again), "
+                            f"or set eval.epochs to saved epochs.")
     if missing:
         raise PipelineError(f"epoch(s) {', '.join(map(str, missing))} were never saved in "
                             f"{run_dir}/checkpoints (saved: {', '.join(map(str, available)) or 'none'}). "

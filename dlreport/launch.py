@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from dlreport.errors import PipelineError
-from dlreport.fileio import atomic_dir, write_json
-from dlreport.training import EPOCH_METRICS, train
+from dlreport.fileio import write_json
+from dlreport.runlog import write_empty_curves
+from dlreport.training import train
 
 
 def run_config(params: dict, run: str) -> dict:
@@ -86,21 +87,7 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
     if result.returncode:
         raise PipelineError(f"torchrun for train_resnet@{run} exited with status {result.returncode} "
                             f"(see its output above); checkpoints of completed epochs are kept in "
-                            f"{out}/checkpoints and the next run resumes from them.")
-
-
-def write_empty_curves(run_dir: Path) -> None:
-    """A skipped variant's DVCLive curves: the files a trained run writes, headers only.
-
-    dvc.yaml overlays every variant's curves in one plot; with no rows for a skipped variant,
-    `dvc plots show` draws no line for it instead of warning that it failed to load some plots.
-    (A later training run rebuilds the logs from its checkpoints.)
-    """
-    with atomic_dir(run_dir / "dvclive") as live:
-        for name in EPOCH_METRICS:
-            path = live / "plots" / "metrics" / f"{name}.tsv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n")
+                            f"{out}/checkpoints/resume.pt and the next run resumes from it.")
 
 
 def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) -> None:
@@ -109,7 +96,8 @@ def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) 
     use_cuda = int(cfg.get("gpus", 0)) > 0
     if use_cuda and not torch.cuda.is_available():
         raise PipelineError(f"train_resnet@{run} needs CUDA, but torch sees no GPU on this host.")
-    result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda)
+    backend = (params["resnet"].get("launch") or {}).get("backend", "auto")
+    result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda, backend=backend)
     if result is not None:
         result["variant"] = run
         write_json(Path(out) / "status.json", {"status": "trained"})

@@ -313,9 +313,12 @@ SCHEMA: dict[str, Rule] = {
         "sync_bn": Bool(),
         "eval_batch_size": POSITIVE,
         "print_freq": POSITIVE,
+        "keep_epochs": Either(Choice("all"), ListOf(Int(min=1), min_len=0)),  # the last epoch is always kept
+        "compile": Choice(False, "default", "reduce-overhead", "max-autotune"),
         "launch": Section({
             "nnodes": POSITIVE,
             "rdzv_endpoint": Optional(Text(r"[^\s:]+:\d+", "host:port")),
+            "backend": Choice("auto", "nccl", "gloo"),
         }),
     }, check=lambda r, key: None if r["warmup_epochs"] <= r["epochs"] else (
         f"{key}.warmup_epochs", f"{key}.warmup_epochs = {r['warmup_epochs']} is longer than {key}.epochs = "
@@ -418,6 +421,17 @@ def _eval_epochs_within_training(p):
                                f"= {trained}; allowed: epochs 1..{trained}, or all")
 
 
+def _evaluated_epochs_keep_weights(p):
+    epochs, r = p["eval"]["epochs"], p["resnet"]
+    if epochs == "all" or r["keep_epochs"] == "all":
+        return None
+    dropped = [e for e in epochs if e not in r["keep_epochs"] and e != r["epochs"]]
+    if dropped:
+        return ("resnet.keep_epochs", f"resnet.keep_epochs = {_show(r['keep_epochs'])} drops the weights of epoch(s) "
+                                      f"{', '.join(map(str, dropped))}, which eval.epochs = {_show(epochs)} evaluates; "
+                                      f"allowed: all, or a list that includes every epoch of eval.epochs")
+
+
 def _batch_splits_over_processes(p):
     batch = p["resnet"]["batch_size"]
     for name, run in p["resnet_runs"].items():
@@ -459,6 +473,7 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("diff", "eval.epochs"), _diff_epochs_are_evaluated),
     (("eval.epochs", "resnet.epochs"), _eval_epochs_within_training),
     (("resnet.batch_size", "resnet_runs"), _batch_splits_over_processes),
+    (("resnet.keep_epochs", "eval.epochs", "resnet.epochs"), _evaluated_epochs_keep_weights),
     (("generate.model", "wordlm.models"), _generate_model_is_trained),
     (("context_probe.models", "wordlm.models"), _probe_models_are_trained),
     (("context_probe.distances", "context_probe.max_context"), _probe_distances_within_context),

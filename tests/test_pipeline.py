@@ -37,7 +37,7 @@ def test_outputs_of_the_resnet_half(reproduced: Path):
         # plots show` no line for it, and no "failed to load" warning.
         assert curve_files(p, variant) == {name: text.splitlines(keepends=True)[0]
                                            for name, text in curve_files(p, "cpu").items()}
-    assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
+    assert sorted(x.name for x in (p / "runs/resnet/cpu/checkpoints").iterdir()) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"]
     assert read(p, "metrics/device_comparison.json") == {"speedup_over_cpu": {"gpu1": None, "gpu8": None},
                                                          "scaling_efficiency": {"gpu8": None}}
     table = pd.read_csv(p / "reports/device_comparison.csv")

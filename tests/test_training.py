@@ -1,6 +1,9 @@
-"""train_resnet: input pipeline, schedules, checkpoints and resume, torchrun/DDP, logs, skip rule."""
+"""train_resnet: schedules, the step, checkpoints and resume of real runs, torchrun/DDP, logs, skip rule."""
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,14 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from conftest import REPO, deep_update, env
-from dlreport import launch, training
+from dlreport import checkpoints, evaluation, launch, training
+from dlreport.devices import Dist
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18
 from dlreport.reporting import layer_table
+from dlreport.runlog import EPOCH_METRICS
+from dlreport.tinyimagenet import load_split_tensors
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 # lr 0.01: small enough that BatchNorm's per-process statistics do not send DDP and single-process
@@ -53,46 +58,10 @@ def run_ok(command: list[str], cwd: Path) -> str:
 
 
 def final_weights(run_dir: Path, epoch: int) -> dict:
-    return training.load_checkpoint(training.checkpoint_path(run_dir, epoch))["model"]
+    return checkpoints.load_checkpoint(checkpoints.checkpoint_path(run_dir, epoch))["model"]
 
 
-# ---------------------------------------------------------------------------- input pipeline
-def test_crop_and_flip_are_exact_tensor_ops():
-    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
-    index = torch.arange(4)
-    aug = training.EpochAugmentation.draw(4, seed=0, epoch=1)
-    aug.offsets[:] = training.CROP_PADDING  # the centre crop of the padded image is the image
-    aug.flips[:] = torch.tensor([False, True, False, True])
-    out = training.augment(images, index, aug, 64)
-    expected = training.normalize(images)
-    expected[1::2] = expected[1::2].flip(3)
-    assert torch.allclose(out, expected)
-    aug.offsets[:] = 0  # shifted by the padding: the top-left 4 rows/cols are zero padding
-    shifted = training.augment(images, index, aug, 64)
-    zero = training.normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))[0, :, 0, 0]
-    assert torch.allclose(shifted[0, :, :4, 10], zero[:, None].expand(3, 4))
-    assert torch.allclose(shifted[0, :, 4:, 4:], expected[0, :, :60, :60])
-
-
-def test_random_resized_crop_at_224():
-    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
-    aug = training.EpochAugmentation.draw(3, seed=0, epoch=1)
-    aug.boxes[:] = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    aug.flips[:] = False
-    out = training.augment(images, torch.arange(3), aug, 224)
-    assert out.shape == (3, 3, 224, 224)
-    resized = F.interpolate(training.normalize(images), size=224, mode="bilinear", align_corners=False)
-    assert (out - resized).abs().max() < 1e-3  # the whole image: a plain upsampling
-
-
-def test_epoch_augmentation_depends_on_seed_and_epoch_only():
-    a, b = training.EpochAugmentation.draw(50, 0, 3), training.EpochAugmentation.draw(50, 0, 3)
-    c = training.EpochAugmentation.draw(50, 0, 4)
-    assert torch.equal(a.offsets, b.offsets) and torch.equal(a.flips, b.flips)
-    assert not torch.equal(a.offsets, c.offsets)
-    assert ((a.boxes[:, 2:] > 0) & (a.boxes[:, :2] + a.boxes[:, 2:] <= 1 + 1e-6)).all()
-
-
+# ---------------------------------------------------------------------------- the recipe
 @pytest.mark.parametrize("schedule,expected", [
     ("constant", [1, 1, 1, 1]),
     ("step", [1, 1, 0.1, 0.1]),
@@ -134,6 +103,41 @@ def test_gpu_variants_skip_without_devices_and_fail_beyond_present(tmp_path: Pat
     assert (out / "keep.txt").read_text() == "earlier results stay"
 
 
+# ---------------------------------------------------------------------------- no host reads per step
+HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
+def test_training_steps_never_read_the_device(monkeypatch, one_thread):
+    """On a GPU every read of a device value makes the host wait for it. Count the reads (the
+    Tensor methods that copy a value to Python) in a real epoch of 3 and of 6 steps: the same
+    number, so they happen at log lines and the epoch's end only. Control: logging every step
+    reads per step, and the count sees it."""
+    reads = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            reads.append(1)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (48,))
+    recipe = {**BASE["resnet"], "batch_size": 8, "input_size": 32, "lr": 0.01}
+    model = training.to_training_device(build_resnet18(10), torch.device("cpu"))
+    step_fn = training.TrainStep.for_recipe(model, recipe, steps_per_epoch=6, amp=None)
+
+    def host_reads(n: int, print_freq: int = 100) -> int:
+        lines, before = [], len(reads)
+        data = training.Data(images[:n], labels[:n], images[:8], labels[:8])
+        training.train_one_epoch(step_fn, data, 1, {**recipe, "print_freq": print_freq}, Dist(), lines.append)
+        assert len(lines) == (2 if print_freq > n else n // 8) and lines[-1].startswith(f"Epoch: [1][{n // 8}/{n // 8}]")
+        return len(reads) - before
+
+    assert host_reads(24) == host_reads(48) > 0
+    assert host_reads(48, print_freq=1) > host_reads(24, print_freq=1)
+
+
 # ---------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def reference_run(tiny_prepared: Path, tmp_path_factory) -> Path:
@@ -147,14 +151,35 @@ def reference_run(tiny_prepared: Path, tmp_path_factory) -> Path:
 
 
 def test_checkpoints_are_complete_and_load_as_data(reference_run: Path):
-    assert training.saved_epochs(reference_run) == [1, 2]
-    state = training.load_checkpoint(training.checkpoint_path(reference_run, 2))
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "recipe", "metrics"} <= set(state)
-    assert state["epoch"] == 2 and state["metrics"]["epoch"] == 2
-    assert not any(k.startswith("module.") for k in state["model"])
+    assert checkpoints.saved_epochs(reference_run) == [1, 2]
+    epoch = checkpoints.load_checkpoint(checkpoints.checkpoint_path(reference_run, 2))
+    assert set(epoch) == {"epoch", "model", "recipe", "metrics", "num_classes", "world_size"}
+    assert epoch["epoch"] == 2 and epoch["metrics"]["epoch"] == 2
+    assert not any(k.startswith("module.") for k in epoch["model"])
+    assert all(t.dtype == torch.float32 for t in epoch["model"].values() if t.is_floating_point())
     model = build_resnet18()
-    model.load_state_dict(state["model"])  # loads into a plain (non-DDP) model
-    assert not list(reference_run.glob("checkpoints/.*tmp"))
+    model.load_state_dict(epoch["model"])  # loads into a plain (non-DDP) model
+    resume = checkpoints.load_checkpoint(checkpoints.resume_path(reference_run))
+    assert {"optimizer", "scheduler", "scaler", "rng", "history"} <= set(resume) and resume["epoch"] == 2
+    assert [h["epoch"] for h in resume["history"]] == [1, 2] and resume["history"][1] == epoch["metrics"]
+    assert all(torch.equal(resume["model"][k], epoch["model"][k]) for k in epoch["model"])
+    # Momentum doubles the full state; an epoch file is the weights alone.
+    sizes = {p.name: p.stat().st_size for p in (reference_run / "checkpoints").iterdir()}
+    assert sizes["epoch_01.pt"] < 0.55 * sizes["resume.pt"], sizes
+    assert sorted(sizes) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"], "no temporary files left"
+
+
+def test_old_format_checkpoints_still_evaluate(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
+    """Before resume.pt, every epoch file held the full training state; eval_epochs reads those too."""
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoints.resume_path(reference_run), checkpoints.checkpoint_path(old, 2))
+    _, images, labels = load_split_tensors(tiny_prepared, "val")
+    results = [evaluation.evaluate_epoch(run, 2, images, labels, batch_size=100, device=torch.device("cpu"),
+                                         log=lambda *a: None) for run in (reference_run, old)]
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
+    assert results[0][0]["acc1"] == pytest.approx(
+        checkpoints.load_checkpoint(checkpoints.checkpoint_path(reference_run, 2))["metrics"]["val/acc1"])
 
 
 def test_dvclive_and_tensorboard_logs_read_back(reference_run: Path):
@@ -166,58 +191,93 @@ def test_dvclive_and_tensorboard_logs_read_back(reference_run: Path):
     acc.Reload()
     tb = [e.value for e in acc.Scalars("val/acc1")]
     assert [e.step for e in acc.Scalars("val/acc1")] == [1, 2]
-    ckpt = [training.load_checkpoint(training.checkpoint_path(reference_run, e))["metrics"]["val/acc1"]
+    ckpt = [checkpoints.load_checkpoint(checkpoints.checkpoint_path(reference_run, e))["metrics"]["val/acc1"]
             for e in (1, 2)]
     assert np.allclose(tsv.acc1, ckpt) and np.allclose(tb, ckpt, atol=1e-4)
-    for name in training.EPOCH_METRICS:
+    for name in EPOCH_METRICS:
         assert len(acc.Scalars(name)) == 2
     summary = yaml.safe_load((reference_run.parent / "run.json").read_text())
     assert summary["status"] == "trained" and summary["epochs"] == 2
     assert summary["images_per_second"] > 0 and 0 <= summary["data_wait_fraction"] < 1
 
 
+def link_into_cache(run_dir: Path, cache: Path) -> dict[Path, str]:
+    """Hard-link every file of the run folder into ``cache``, as DVC's cache does; their hashes."""
+    hashes = {}
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            link = cache / path.relative_to(run_dir)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, link)
+            hashes[link] = hashlib.sha256(link.read_bytes()).hexdigest()
+    return hashes
+
+
+def assert_unchanged(hashes: dict[Path, str]) -> None:
+    changed = [str(p) for p, h in hashes.items() if hashlib.sha256(p.read_bytes()).hexdigest() != h]
+    assert not changed, f"files modified in place (a hard-linked cache copy would change): {changed}"
+
+
 def test_killed_run_resumes_to_the_same_weights(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
+    """kill -9 after epoch 1, resume: bit-identical weights. Then the state a kill between an
+    epoch's two writes leaves (epoch_02.pt new, resume.pt still at epoch 1): epoch 2 is trained
+    again, to the same weights. Resuming never modifies a file of the run folder in place."""
     params = params_file(tmp_path)
     out = tmp_path / "run"
     process = subprocess.Popen(train_command(params, tiny_prepared, out), cwd=REPO, env=env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not training.checkpoint_path(out, 1).exists():
+    while not checkpoints.resume_path(out).exists():
         assert process.poll() is None and time.time() < deadline, "training ended before epoch 1 was saved"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert training.saved_epochs(out) == [1], "killed too late to test resuming"
+    at_epoch_1 = shutil.copy(checkpoints.resume_path(out), tmp_path / "resume_at_epoch_1.pt")
+    assert checkpoints.load_checkpoint(at_epoch_1)["epoch"] == 1, "killed too late to test resuming"
+    cached = link_into_cache(out, tmp_path / "cache1")
     log = run_ok(train_command(params, tiny_prepared, out), cwd=REPO)
     assert "=> resuming" in log and "Epoch: [1]" not in log
     resumed, reference = final_weights(out, 2), final_weights(reference_run, 2)
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
     tsv = pd.read_csv(out / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
     assert list(tsv.step) == [1, 2], "one log row per epoch however the run was interrupted"
+    assert_unchanged(cached)
+
+    shutil.copy(at_epoch_1, tmp_path / "copy.pt")
+    os.replace(tmp_path / "copy.pt", checkpoints.resume_path(out))
+    cached = link_into_cache(out, tmp_path / "cache2")
+    log = run_ok(train_command(params, tiny_prepared, out), cwd=REPO)
+    assert "resuming" in log and "from epoch 1" in log and "Epoch: [2]" in log and "Epoch: [1]" not in log
+    resumed = final_weights(out, 2)
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert checkpoints.load_checkpoint(checkpoints.resume_path(out))["epoch"] == 2
+    assert_unchanged(cached)
 
 
 def test_checkpoints_of_other_params_are_not_resumed(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
     params = params_file(tmp_path, lr=0.05)
     log = run_ok(train_command(params, tiny_prepared, out), cwd=REPO)
     assert "made with other params (lr: 0.01 -> 0.05)" in log and "=> resuming" not in log
     stale = list(tmp_path.glob(".run-stale-*"))
-    assert len(stale) == 1 and len(list(stale[0].glob("epoch_*.pt"))) == 2, "old checkpoints are kept"
-    assert training.load_checkpoint(training.checkpoint_path(out, 2))["recipe"]["lr"] == 0.05
+    assert len(stale) == 1 and len(list(stale[0].glob("*.pt"))) == 3, "old checkpoints are kept"
+    assert checkpoints.load_checkpoint(checkpoints.checkpoint_path(out, 2))["recipe"]["lr"] == 0.05
 
 
 def test_finished_run_is_not_retrained(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
-    import shutil
-
+    """A finished run is not trained again, also when resnet.keep_epochs changes: weights it no
+    longer keeps are removed, the rest stay as they are."""
     out = tmp_path / "run"
     shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
-    before = training.checkpoint_path(out, 2).stat().st_mtime_ns
+    before = checkpoints.checkpoint_path(out, 2).stat().st_mtime_ns
     log = run_ok(train_command(params_file(tmp_path), tiny_prepared, out), cwd=REPO)
     assert "all 2 epochs already trained" in log and "Epoch: [" not in log
-    assert training.checkpoint_path(out, 2).stat().st_mtime_ns == before
+    assert checkpoints.checkpoint_path(out, 2).stat().st_mtime_ns == before
+    assert len(pd.read_csv(out / "dvclive" / "plots" / "metrics" / "val" / "acc1.tsv", sep="\t")) == 2
+    log = run_ok(train_command(params_file(tmp_path, keep_epochs=[]), tiny_prepared, out), cwd=REPO)
+    assert "removed the weights of epoch(s) 1" in log and "all 2 epochs already trained" in log
+    assert checkpoints.saved_epochs(out) == [2] and checkpoints.checkpoint_path(out, 2).stat().st_mtime_ns == before
     assert len(pd.read_csv(out / "dvclive" / "plots" / "metrics" / "val" / "acc1.tsv", sep="\t")) == 2
 
 
@@ -252,8 +312,8 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(reference_run: 
     control = float((weight_update(control_run, 2) - ref).norm() / ref.norm())
     assert distance < 0.3 < control, (distance, control)
     for epoch in (1, 2):
-        a = training.load_checkpoint(training.checkpoint_path(out, epoch))["metrics"]["train/loss"]
-        b = training.load_checkpoint(training.checkpoint_path(reference_run, epoch))["metrics"]["train/loss"]
+        a = checkpoints.load_checkpoint(checkpoints.checkpoint_path(out, epoch))["metrics"]["train/loss"]
+        b = checkpoints.load_checkpoint(checkpoints.checkpoint_path(reference_run, epoch))["metrics"]["train/loss"]
         assert abs(a - b) / b < 0.01, (epoch, a, b)
 
 
@@ -288,7 +348,7 @@ def test_two_nodes_on_loopback(tiny_prepared: Path, tmp_path: Path):
     logs = [node.communicate(timeout=600)[0] for node in nodes]
     assert all(node.returncode == 0 for node in nodes), "\n".join(logs)
     assert sum("on 2 process(es)" in log for log in logs) == 1, "exactly one rank 0 logs"
-    state = training.load_checkpoint(training.checkpoint_path(out, 1))
+    state = checkpoints.load_checkpoint(checkpoints.checkpoint_path(out, 1))
     assert state["world_size"] == 2
 
 
@@ -297,4 +357,19 @@ def test_indivisible_global_batch_is_a_clear_error(tiny_prepared: Path, tmp_path
     result = subprocess.run(train_command(params, tiny_prepared, tmp_path / "x", nproc=2), cwd=REPO, env=env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "batch_size=63 does not split evenly over 2" in result.stdout + result.stderr
-    assert not training.saved_epochs(tmp_path / "x")
+    assert not checkpoints.saved_epochs(tmp_path / "x")
+
+
+def test_recipe_errors_name_the_param():
+    recipe = {**BASE["resnet"]}
+    training.check_recipe(recipe, 1)
+    with pytest.raises(PipelineError, match="resnet.compile must be false or one of default, reduce-overhead"):
+        training.check_recipe({**recipe, "compile": "fast"}, 1)
+    with pytest.raises(PipelineError, match="resnet.keep_epochs must be all or a list"):
+        training.check_recipe({**recipe, "keep_epochs": "last"}, 1)
+    from dlreport.devices import choose_backend
+
+    assert choose_backend("auto", True) == "nccl" and choose_backend("auto", False) == "gloo"
+    assert choose_backend("gloo", True) == "gloo"
+    with pytest.raises(PipelineError, match="resnet.launch.backend=nccl needs GPUs"):
+        choose_backend("nccl", False)

@@ -1,0 +1,65 @@
+"""dlreport.checkpoints: which epochs keep weights, and what a run folder resumes from.
+
+The decisions are tested here on small real checkpoint files; tests/test_training.py resumes
+real runs (killed, and killed between the two files an epoch writes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from dlreport import checkpoints
+
+RECIPE = {"epochs": 4, "batch_size": 64, "lr": 0.1, "seed": 0, "keep_epochs": "all"}
+
+
+def run_folder(tmp_path: Path, trained: int | None, weights: list[int], recipe: dict = RECIPE) -> Path:
+    """A run folder whose resume.pt is at epoch ``trained`` (None: no resume.pt), with epoch files."""
+    run = tmp_path / "run"
+    for epoch in weights:
+        checkpoints.save_atomic({"epoch": epoch, "recipe": recipe}, checkpoints.checkpoint_path(run, epoch))
+    if trained is not None:
+        checkpoints.save_atomic({"epoch": trained, "recipe": recipe, "history": []}, checkpoints.resume_path(run))
+    return run
+
+
+def test_keep_epochs_policy_and_its_errors():
+    keep = {**RECIPE, "epochs": 20, "keep_epochs": [7, 18]}
+    assert [e for e in range(1, 21) if checkpoints.keeps_weights(keep, e)] == [7, 18, 20]
+    assert all(checkpoints.keeps_weights(RECIPE, e) for e in range(1, 5))
+    assert [e for e in range(1, 5) if checkpoints.keeps_weights({**RECIPE, "keep_epochs": []}, e)] == [4]
+    # (bad values of resnet.keep_epochs are params errors: tests/test_params.py)
+
+
+def test_resume_from_resume_pt_and_drop_what_is_not_kept(tmp_path: Path):
+    # Trained to epoch 3; epoch 4's file was written before a kill, resume.pt was not.
+    run = run_folder(tmp_path, 3, [1, 2, 3, 4])
+    (run / "checkpoints" / ".epoch_05.pt.tmp").write_bytes(b"half a file")  # a kill during a write
+    log = []
+    state, start = checkpoints.find_resume_point(run, {**RECIPE, "keep_epochs": [2]}, log.append)
+    assert state["epoch"] == 3 and start == 4
+    assert checkpoints.saved_epochs(run) == [2], "epochs 1 and 3 are no longer kept; 4 is trained again"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_02.pt", "resume.pt"]
+    assert "removed the weights of epoch(s) 1, 3, 4" in log[0] and "resuming" in log[1]
+
+
+def test_what_is_never_resumed_is_moved_aside(tmp_path: Path):
+    cases = [
+        (None, [1, 2], RECIPE, "have no resume.pt"),                                 # old format
+        (2, [1, 2], {**RECIPE, "lr": 0.05}, "made with other params (lr: 0.1 -> 0.05)"),
+        (2, [2], RECIPE, "lack the weights of epoch(s) 1, which resnet.keep_epochs now keeps"),
+    ]
+    for i, (trained, weights, recipe, why) in enumerate(cases):
+        base = tmp_path / str(i)
+        base.mkdir()
+        run = run_folder(base, trained, weights)
+        log = []
+        assert checkpoints.find_resume_point(run, recipe, log.append) == (None, 1)
+        assert why in log[0] and "training from epoch 1" in log[0]
+        stale = list(base.glob(".run-stale-*"))
+        assert len(stale) == 1 and len(list(stale[0].glob("epoch_*.pt"))) == len(weights), "nothing is deleted"
+        assert not checkpoints.saved_epochs(run)
+
+
+def test_empty_run_folder_starts_at_epoch_one(tmp_path: Path):
+    log = []
+    assert checkpoints.find_resume_point(tmp_path / "run", RECIPE, log.append) == (None, 1) and not log
