@@ -301,6 +301,7 @@ def base_params(check: Check) -> dict:
     params["devices"] = 1 if check.mode == "cuda" else 0
     params["resnet"].update(RECIPE, epochs=check.size["epochs"], batch_size=check.size["batch"],
                             eval_batch_size=check.size["eval_batch"])
+    params["eval"]["epochs"] = "all"  # the params are checked as a whole: no epoch beyond training
     return params
 
 

@@ -76,10 +76,78 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def save_epoch(run_dir: Path, weights: dict, resume: dict) -> None:
-    """After an epoch: its weights file (if kept), then the resume state - in this order (see above)."""
+    """After an epoch: its weights file (if kept), then the resume state - in this order (see
+    above) - each also linked into the run's progress folder."""
     if keeps_weights(weights["recipe"], weights["epoch"]):
         save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]))
+        _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir))
     save_atomic(resume, resume_path(run_dir))
+    _link(resume_path(run_dir), progress_path(run_dir))
+
+
+# --------------------------------------------------------------------------------------
+# The progress folder: an unfinished run's checkpoints, out of DVC's reach
+# --------------------------------------------------------------------------------------
+# The run folder is a DVC output. `dvc exp run` first checks out the committed outputs of the
+# stages it runs, which replaces the checkpoints of a run that was interrupted (never committed)
+# with the baseline's. So every checkpoint a run writes is also hard-linked (no extra disk) into
+# a hidden sibling, runs/resnet/.<variant>-progress/, which DVC does not track; the next start
+# links them back, and a run that finishes removes the folder.
+def progress_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}-progress"
+
+
+def _link(source: Path, folder: Path) -> None:
+    """``folder/<source name>`` becomes the same file as ``source`` (a copy where links fail)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target, tmp = folder / source.name, folder / f".{source.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+
+
+def recover_progress(run_dir: Path, recipe: dict, log=print) -> None:
+    """Put an interrupted run's checkpoints back into ``run_dir`` if DVC replaced them.
+
+    The progress folder is recovered when its resume.pt was made with this recipe and is ahead of
+    the run folder's; progress of other params is moved aside (never deleted); progress the run
+    folder already holds is dropped.
+    """
+    run_dir, progress = Path(run_dir), progress_path(run_dir)
+    if not (progress / "resume.pt").exists():
+        shutil.rmtree(progress, ignore_errors=True)  # nothing resumable (killed before its first epoch)
+        return
+    ahead = load_checkpoint(progress / "resume.pt")
+    if recipe_differences(ahead.get("recipe", {}), recipe):
+        stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-progress"
+        shutil.move(str(progress), str(stale))
+        log(f"=> an interrupted run of other params left checkpoints in {progress}; moved to {stale}")
+        return
+    current = resume_path(run_dir)
+    if current.exists() and os.path.samefile(current, progress / "resume.pt"):
+        return  # the run folder holds this progress (a plain re-run after an interruption)
+    held = load_checkpoint(current) if current.exists() else None
+    if held is not None and not recipe_differences(held.get("recipe", {}), recipe) and held["epoch"] >= ahead["epoch"]:
+        shutil.rmtree(progress)  # the run folder is as far or further
+        return
+    if held is not None and recipe_differences(held.get("recipe", {}), recipe):
+        move_aside(run_dir, "were restored by DVC for other params while this run was interrupted", log,
+                   restart=False)
+    files = [f for f in sorted(progress.glob("*.pt"))
+             if f.name == "resume.pt" or int(f.stem.split("_")[1]) <= ahead["epoch"]]
+    for file in files:
+        _link(file, run_dir / "checkpoints")
+    log(f"=> recovered {len(files)} checkpoint file(s) of the interrupted run from {progress} "
+        f"(resume.pt at epoch {ahead['epoch']}): DVC had replaced them in {run_dir}")
+
+
+def finish(run_dir: Path) -> None:
+    """The run is complete and its folder holds every checkpoint: no progress to keep."""
+    shutil.rmtree(progress_path(run_dir), ignore_errors=True)
 
 
 def rng_state() -> dict:
@@ -104,12 +172,13 @@ def recipe_differences(saved: dict, current: dict) -> list[str]:
             if saved.get(k) != current.get(k)]
 
 
-def move_aside(run_dir: Path, why: str, log) -> None:
+def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
     """Never resume these checkpoints, never delete them: move them to a sibling folder."""
     run_dir = Path(run_dir)
     stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}"
     shutil.move(str(run_dir / "checkpoints"), str(stale))
-    log(f"=> checkpoints in {run_dir} {why}; not resuming them. Moved to {stale}; training from epoch 1.")
+    log(f"=> checkpoints in {run_dir} {why}; not resuming them. Moved to {stale}"
+        + ("; training from epoch 1." if restart else "."))
 
 
 def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | None, int]:
@@ -124,6 +193,7 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
     run_dir = Path(run_dir)
     for leftover in (run_dir / "checkpoints").glob(".*.tmp"):  # from a write that was killed
         leftover.unlink()
+    recover_progress(run_dir, recipe, log)
     epochs = saved_epochs(run_dir)
     if not resume_path(run_dir).exists():
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):

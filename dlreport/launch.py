@@ -17,7 +17,7 @@ import torch
 from dlreport.errors import PipelineError
 from dlreport.fileio import write_json
 from dlreport.runlog import write_empty_curves
-from dlreport.training import train
+from dlreport.training import check_recipe, train
 
 
 def run_config(params: dict, run: str) -> dict:
@@ -67,6 +67,9 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
     nproc = gpus or int(cfg.get("procs", 1))
     launch = params["resnet"].get("launch", {}) or {}
     nnodes = int(os.environ.get("NNODES", launch.get("nnodes", 1)))
+    # before torchrun starts any process
+    check_recipe(recipe_of(params), nproc * nnodes, f"processes (resnet_runs.{run}.{'gpus' if gpus else 'procs'} = "
+                                                     f"{nproc}" + (f" x {nnodes} nodes)" if nnodes > 1 else ")"))
     if nproc == 1 and nnodes == 1:
         train_worker(params, run, prepared, out, summary)
         return

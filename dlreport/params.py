@@ -432,15 +432,6 @@ def _evaluated_epochs_keep_weights(p):
                                       f"allowed: all, or a list that includes every epoch of eval.epochs")
 
 
-def _batch_splits_over_processes(p):
-    batch = p["resnet"]["batch_size"]
-    for name, run in p["resnet_runs"].items():
-        procs = run["gpus"] or run.get("procs", 1)
-        if batch % procs:
-            return ("resnet.batch_size", f"resnet.batch_size = {batch} does not split evenly over the "
-                                         f"{procs} processes of resnet_runs.{name}; allowed: a multiple of {procs}")
-
-
 
 
 
@@ -472,7 +463,6 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("eval.run", "resnet_runs"), _eval_run_is_a_variant),
     (("diff", "eval.epochs"), _diff_epochs_are_evaluated),
     (("eval.epochs", "resnet.epochs"), _eval_epochs_within_training),
-    (("resnet.batch_size", "resnet_runs"), _batch_splits_over_processes),
     (("resnet.keep_epochs", "eval.epochs", "resnet.epochs"), _evaluated_epochs_keep_weights),
     (("generate.model", "wordlm.models"), _generate_model_is_trained),
     (("context_probe.models", "wordlm.models"), _probe_models_are_trained),

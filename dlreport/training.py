@@ -36,10 +36,10 @@ from dlreport.transforms import EpochAugmentation, augment, eval_input
 # --------------------------------------------------------------------------------------
 # The recipe: checks, learning-rate schedule, the optimizer step
 # --------------------------------------------------------------------------------------
-def check_recipe(recipe: dict, world: int) -> None:
+def check_recipe(recipe: dict, world: int, processes: str = "processes") -> None:
     if recipe["batch_size"] % world:
         raise PipelineError(f"resnet.batch_size={recipe['batch_size']} does not split evenly over "
-                            f"{world} processes; choose a multiple of {world}.")
+                            f"{world} {processes}; choose a multiple of {world}.")
     # (every value's type and range was checked against dlreport/params.py before the launch;
     # the number of processes is known only here, across nodes)
 
@@ -314,6 +314,7 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
         dist.destroy_process_group()
     if not ctx.main:
         return None
+    checkpoints.finish(run_dir)
     return summarize(history, ctx, amp)
 
 

@@ -63,3 +63,53 @@ def test_what_is_never_resumed_is_moved_aside(tmp_path: Path):
 def test_empty_run_folder_starts_at_epoch_one(tmp_path: Path):
     log = []
     assert checkpoints.find_resume_point(tmp_path / "run", RECIPE, log.append) == (None, 1) and not log
+
+
+def trained_epochs(run: Path, recipe: dict, epochs: range) -> None:
+    """What the training loop writes after each epoch (save_epoch: weights, resume.pt, progress)."""
+    for epoch in epochs:
+        weights = {"epoch": epoch, "recipe": recipe}
+        checkpoints.save_epoch(run, weights, {**weights, "history": []})
+
+
+def test_an_interrupted_run_survives_dvc_restoring_the_committed_checkpoints(tmp_path: Path):
+    """`dvc exp run` checks out the baseline's committed run folder before re-running the stage:
+    the interrupted run's checkpoints come back from the progress folder, the baseline's are moved
+    aside, and training resumes."""
+    run, seed1 = tmp_path / "run", {**RECIPE, "seed": 1}
+    trained_epochs(run, seed1, range(1, 3))  # interrupted after epoch 2 of 4
+    progress = checkpoints.progress_path(run)
+    assert sorted(p.name for p in progress.iterdir()) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"]
+    assert all(p.samefile(run / "checkpoints" / p.name) for p in progress.iterdir()), "links, not copies"
+
+    # DVC replaces the run folder with the committed baseline (seed 0, 4 epochs).
+    import shutil
+
+    shutil.rmtree(run)
+    baseline = tmp_path / "baseline"
+    trained_epochs(baseline, RECIPE, range(1, 5))
+    shutil.copytree(baseline / "checkpoints", run / "checkpoints")
+
+    log = []
+    state, start = checkpoints.find_resume_point(run, seed1, log.append)
+    assert (state["epoch"], start, state["recipe"]["seed"]) == (2, 3, 1), log
+    assert any("recovered 3 checkpoint file(s)" in line for line in log), log
+    assert checkpoints.saved_epochs(run) == [1, 2]
+    stale = list(tmp_path.glob(".run-stale-*"))
+    assert len(stale) == 1 and len(list(stale[0].glob("epoch_*.pt"))) == 4, "the baseline's are kept"
+
+    trained_epochs(run, seed1, range(3, 5))
+    checkpoints.finish(run)
+    assert not progress.exists() and checkpoints.saved_epochs(run) == [1, 2, 3, 4]
+
+
+def test_progress_of_a_plain_rerun_or_of_other_params(tmp_path: Path):
+    run = tmp_path / "run"
+    trained_epochs(run, RECIPE, range(1, 3))
+    log = []  # dvc repro after an interruption: the run folder still holds the progress
+    assert checkpoints.find_resume_point(run, RECIPE, log.append)[1] == 3 and "resuming" in log[-1]
+    assert checkpoints.progress_path(run).exists()
+    log = []  # the next start has other params: that progress is moved aside, not deleted
+    assert checkpoints.find_resume_point(run, {**RECIPE, "lr": 0.05}, log.append) == (None, 1)
+    assert "an interrupted run of other params" in log[0] and not checkpoints.progress_path(run).exists()
+    assert len(list(tmp_path.glob(".run-stale-*-progress/epoch_*.pt"))) == 2
