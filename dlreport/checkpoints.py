@@ -13,6 +13,8 @@ resume.pt at the previous epoch (that epoch is trained again and its file replac
 """
 from __future__ import annotations
 
+import configparser
+import hashlib
 import os
 import random
 import shutil
@@ -172,12 +174,46 @@ def recipe_differences(saved: dict, current: dict) -> list[str]:
             if saved.get(k) != current.get(k)]
 
 
+def dvc_cache_holds(file: Path) -> bool:
+    """Whether DVC's cache holds ``file``'s content (only known under `dvc repro` / `dvc exp run`,
+    which set DVC_ROOT): then `dvc checkout` / `dvc exp apply` can always bring it back."""
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        return False
+    cache = Path(root) / ".dvc" / "cache"
+    for name in ("config.local", "config"):  # `dvc cache dir` may have moved it (local first)
+        config = configparser.ConfigParser()
+        config.read(Path(root) / ".dvc" / name)
+        if config.has_option("cache", "dir"):
+            cache = Path(root) / ".dvc" / config.get("cache", "dir")
+            break
+    digest = hashlib.md5()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    stored = cache / "files" / "md5" / digest.hexdigest()[:2] / digest.hexdigest()[2:]
+    return stored.is_file() and stored.stat().st_size == file.stat().st_size
+
+
 def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
-    """Never resume these checkpoints, never delete them: move them to a sibling folder."""
+    """Never resume these checkpoints, never lose them: those DVC's cache holds (a committed run
+    that DVC restored, or unprotected into copies, before re-running the stage) are removed, the
+    others are moved to a sibling folder."""
     run_dir = Path(run_dir)
-    stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}"
-    shutil.move(str(run_dir / "checkpoints"), str(stale))
-    log(f"=> checkpoints in {run_dir} {why}; not resuming them. Moved to {stale}"
+    folder = run_dir / "checkpoints"
+    cached = [f for f in sorted(folder.iterdir()) if f.is_file() and dvc_cache_holds(f)]
+    for file in cached:
+        file.unlink()
+    where = []
+    if cached:
+        where.append(f"{len(cached)} file(s) DVC's cache holds removed (dvc checkout / dvc exp apply restore them)")
+    if any(folder.iterdir()):
+        stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.move(str(folder), str(stale))
+        where.append(f"moved to {stale}")
+    else:
+        folder.rmdir()
+    log(f"=> checkpoints in {run_dir} {why}; not resuming them: {'; '.join(where)}"
         + ("; training from epoch 1." if restart else "."))
 
 

@@ -113,3 +113,26 @@ def test_progress_of_a_plain_rerun_or_of_other_params(tmp_path: Path):
     assert checkpoints.find_resume_point(run, {**RECIPE, "lr": 0.05}, log.append) == (None, 1)
     assert "an interrupted run of other params" in log[0] and not checkpoints.progress_path(run).exists()
     assert len(list(tmp_path.glob(".run-stale-*-progress/epoch_*.pt"))) == 2
+
+
+def test_checkpoints_dvc_has_cached_are_removed_not_moved_aside(tmp_path: Path, monkeypatch):
+    """Under DVC (DVC_ROOT set), a committed run that other params replace is in DVC's cache:
+    its files are removed instead of piling up as copies; anything else is still moved aside."""
+    import hashlib
+    import shutil
+
+    root = tmp_path / "project"
+    cache = tmp_path / "elsewhere" / "cache"  # `dvc cache dir --local` moved it
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
+    run = run_folder(root / "runs", 2, [1, 2])
+    for name in ("epoch_01.pt", "resume.pt"):  # committed; epoch_02.pt is not in the cache
+        digest = hashlib.md5((run / "checkpoints" / name).read_bytes()).hexdigest()
+        (cache / "files" / "md5" / digest[:2]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / "checkpoints" / name, cache / "files" / "md5" / digest[:2] / digest[2:])
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    log = []
+    assert checkpoints.find_resume_point(run, {**RECIPE, "lr": 0.05}, log.append) == (None, 1)
+    assert "2 file(s) DVC's cache holds removed" in log[0] and "moved to" in log[0], log
+    stale = list((root / "runs").glob(".run-stale-*"))
+    assert [p.name for p in stale[0].iterdir()] == ["epoch_02.pt"] and not (run / "checkpoints").exists()
