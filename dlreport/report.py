@@ -12,6 +12,7 @@ deps in dvc.yaml are exactly those.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -354,20 +355,26 @@ class Report:
         if absent:
             lines += [missing(*absent), ""]
         train = (self.params.get("wordlm") or {}).get("train") or {}
+        entries = (self.params.get("wordlm") or {}).get("models") or {}
         if train:
+            own = {name: {k: v for k, v in (entries.get(name) or {}).items() if k in train} for name in summaries}
             lines += ["Shared recipe (params.yaml `wordlm.train`): " +
                       ", ".join(f"{k} {train[k]}" for k in ("epochs", "batch_size", "bptt", "clip", "eval_context",
-                                                            "eval_stride") if k in train) + ".", ""]
+                                                            "eval_stride") if k in train) + "."
+                      + "".join(f" `{name}` sets {', '.join(f'{k} {v}' for k, v in keys.items())}." for name, keys
+                                in own.items() if keys), ""]
         if any(t.get("train/ppl") is not None or t.get("valid/ppl") is not None for t in curves.values()):
             name = self.figure("wordlm_curves.png", lm_curves_figure, curves)
             lines += [f"![Word LMs: training perplexity per log interval and validation perplexity per epoch]({name})", ""]
         else:
             lines += [missing("runs/wordlm/<model>/dvclive/plots/metrics/*.tsv"), ""]
-        rows = [{"model": n, "type": s.get("type"), "parameters": f"{s['parameters']:,}" if s.get("parameters") else None,
-                 "epochs": s.get("epochs"), "best epoch": s.get("best_epoch"),
+        rows = [{"model": n, "type": (entries.get(n) or {}).get("type"),
+                 "parameters": f"{s['parameters']:,}" if s.get("parameters") else None,
+                 "epochs": (entries.get(n) or {}).get("epochs", train.get("epochs")), "best epoch": best_epoch(curves[n]),
                  "valid ppl": num(s.get("best_valid_ppl")), "test ppl": num(s.get("test_ppl")),
-                 "tokens/s": num(s.get("tokens_per_s"), ".0f"), "train s": num(s.get("train_seconds")),
-                 "receptive field": s.get("receptive_field")} for n, s in summaries.items()]
+                 "tokens/s": num(s.get("tokens_per_s"), ".0f"), "seconds": num(s.get("seconds")),
+                 "trained context": s.get("trained_context"), "receptive field": s.get("receptive_field")}
+                for n, s in summaries.items()]
         lines += ["Perplexity on the validation set (best epoch) and on the test set (that epoch's model):", "",
                   markdown_table(rows), ""]
         log = []
@@ -380,8 +387,9 @@ class Report:
                 ppl = curves[name].get("valid/ppl")
                 value = ppl.loc[ppl.step == row.step, "ppl"].iloc[0] if ppl is not None else None
                 log.append(f"| end of epoch {int(row.step):3d} | valid loss {row.loss:5.2f} | valid ppl {num(value):>8}")
-            if summary.get("test_loss") is not None:
-                log.append(f"| End of training | test loss {summary['test_loss']:5.2f} | test ppl {summary['test_ppl']:8.2f}")
+            if summary.get("test_ppl") is not None:
+                log.append(f"| End of training | test loss {math.log(summary['test_ppl']):5.2f} | "
+                           f"test ppl {summary['test_ppl']:8.2f}")
         if log:
             lines += ["Training log (per epoch, from the DVCLive files):", "", "```", *log, "```", ""]
         generated = self.inputs.text("reports/generated.txt")
@@ -476,6 +484,12 @@ class Report:
         for section in sections:
             out += section() + [""]
         return "\n".join(out)
+
+
+def best_epoch(tables: dict[str, pd.DataFrame | None]) -> int | None:
+    """The epoch of the lowest validation loss (the model train_wordlm keeps)."""
+    valid = tables.get("valid/loss")
+    return None if valid is None or valid.empty else int(valid.loc[valid["loss"].idxmin(), "step"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,20 +202,20 @@ def write(root: Path, rel: str, content) -> None:
 def lm_outputs(root: Path) -> dict:
     """What train_wordlm@lstm/gcnn, generate_text and context_probe write (made by hand)."""
     summaries = {
-        "lstm": dict(model="lstm", type="LSTM", parameters=1234567, epochs=2, best_epoch=2, best_valid_loss=5.1,
-                     best_valid_ppl=math.exp(5.1), test_loss=5.0, test_ppl=math.exp(5.0), seconds=10.0,
-                     train_seconds=9.5, tokens_per_s=2631.6, eval_context=None, eval_stride=None,
-                     receptive_field=None),
-        "gcnn": dict(model="gcnn", type="GCNN", parameters=765432, epochs=2, best_epoch=1, best_valid_loss=5.4,
-                     best_valid_ppl=math.exp(5.4), test_loss=5.3, test_ppl=math.exp(5.3), seconds=8.0,
-                     train_seconds=7.5, tokens_per_s=3333.3, eval_context=35, eval_stride=5, receptive_field=31),
+        "lstm": dict(parameters=1234567, trained_context=35, best_valid_ppl=math.exp(5.1), test_ppl=math.exp(5.0),
+                     seconds=10.0, tokens_per_s=2631.6),
+        "gcnn": dict(parameters=765432, trained_context=31, receptive_field=31, best_valid_ppl=math.exp(5.4),
+                     test_ppl=math.exp(5.3), seconds=8.0, tokens_per_s=3333.3),
     }
+    valid_losses = {"lstm": [5.6, 5.1], "gcnn": [5.4, 5.5]}  # the gcnn's best epoch is the first
     for name, summary in summaries.items():
         write(root, f"metrics/train_wordlm_{name}.json", summary)
         base = f"runs/wordlm/{name}/dvclive/plots/metrics"
         write(root, f"{base}/train/ppl.tsv", "step\tppl\n20\t900.0\n40\t400.0\n60\t300.0\n")
-        write(root, f"{base}/valid/ppl.tsv", f"step\tppl\n1\t{math.exp(5.6)}\n2\t{math.exp(summary['best_valid_loss'])}\n")
-        write(root, f"{base}/valid/loss.tsv", f"step\tloss\n1\t5.6\n2\t{summary['best_valid_loss']}\n")
+        write(root, f"{base}/valid/ppl.tsv", "step\tppl\n" + "".join(f"{i}\t{math.exp(v)}\n" for i, v in
+                                                                   enumerate(valid_losses[name], 1)))
+        write(root, f"{base}/valid/loss.tsv", "step\tloss\n" + "".join(f"{i}\t{v}\n" for i, v in
+                                                                     enumerate(valid_losses[name], 1)))
     words = [f"w{i}" for i in range(200)]
     write(root, "reports/generated.txt", "\n".join(" ".join(words[i:i + 20]) for i in range(0, 200, 20)) + "\n")
     ks = [1, 2, 4, 8, 16, 32, 64]
@@ -234,7 +234,7 @@ def lm_outputs(root: Path) -> dict:
     write(root, "metrics/context_probe.json", probe)
     write(root, "reports/context_probe/findings.md", "# Context probe: how much context the language models use\n\n"
           "- **gcnn** (GCNN): uses about 8 tokens of context.\n")
-    return {"summaries": summaries, "probe": probe, "words": words}
+    return {"summaries": summaries, "probe": probe, "words": words, "best_epoch": {"lstm": 2, "gcnn": 1}}
 
 
 def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
@@ -245,9 +245,10 @@ def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
     assert "Not available" not in lm and "Not available" not in context
     for name, s in made["summaries"].items():
         row = table_rows(lm, name)[0]
-        assert row[1] == s["type"] and row[2] == f"{s['parameters']:,}"
+        assert row[1] == LM_PARAMS["wordlm"]["models"][name]["type"] and row[2] == f"{s['parameters']:,}"
+        assert row[4] == str(made["best_epoch"][name]) and row[9] == str(s["trained_context"])
         assert row[5] == f"{s['best_valid_ppl']:.2f}" and row[6] == f"{s['test_ppl']:.2f}"
-        assert f"| End of training | test loss {s['test_loss']:5.2f} | test ppl {s['test_ppl']:8.2f}" in lm
+        assert f"| End of training | test loss {math.log(s['test_ppl']):5.2f} | test ppl {s['test_ppl']:8.2f}" in lm
     assert "w0 w1 w2" in lm and "w99" in lm and "w100" not in lm  # the first 5 lines of 20 words
     assert "200 words; model lstm" in lm
     for name, r in made["probe"]["models"].items():
