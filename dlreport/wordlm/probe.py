@@ -342,9 +342,13 @@ def findings(results: list[dict], cfg: dict, info: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # The stage
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+CURVE_COLUMNS = ["model", "context", "ppl", "lower", "upper", "loss", "loss_lower", "loss_upper"]
+INCREASE_COLUMNS = ["model", "distance", "increase", "lower", "upper"]
+
+
+def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["model"])
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -404,13 +408,13 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
     info = dict(corpus=source, split=cfg["split"], targets=int(len(targets)), resamples=int(cfg["bootstrap"]))
     with atomic_dir(out) as tmp:
         for name, extrapolation in (("perplexity.csv", False), ("perplexity_extrapolation.csv", True)):
-            write_rows(tmp / name, [
+            write_rows(tmp / name, CURVE_COLUMNS, [
                 dict(model=r["model"], context=c["context"], ppl=round(math.exp(c["loss"]), 4),
                      lower=round(math.exp(c["loss_lower"]), 4), upper=round(math.exp(c["loss_upper"]), 4),
                      loss=round(c["loss"], 6), loss_lower=round(c["loss_lower"], 6), loss_upper=round(c["loss_upper"], 6))
                 for r in results for c in r["curve"] if c["extrapolation"] == extrapolation])
         for kind in PERTURBATIONS:
-            write_rows(tmp / f"{kind}_increase.csv", [
+            write_rows(tmp / f"{kind}_increase.csv", INCREASE_COLUMNS, [
                 dict(model=r["model"], distance=row["distance"], increase=round(row["increase"], 6),
                      lower=round(row["lower"], 6), upper=round(row["upper"], 6)) for r in results for row in r[kind]])
         (tmp / "targets.json").write_text(json.dumps(dict(info, positions=targets.tolist())) + "\n")
