@@ -11,8 +11,8 @@ spread over the positions that have enough tokens before them, for every model:
   RNNs, the receptive field for the CNN), plus T and ``reference_context``. The lengths beyond
   T up to ``max_context`` are extrapolation - a Transformer trained on 35-token chunks never
   saw position 36 - and are reported apart, never in a headline figure.
-* Perturbed far context: with C = min(T, ``reference_context``) tokens of context - the same
-  35 tokens for every model, so the curves compare - the tokens farther than d from the target
+* Perturbed far context: with C = min(T, ``reference_context``) tokens of context - 35 tokens
+  for every model trained on at least 35, so the curves compare - the tokens farther than d from the target
   (distance 1 = the token right before it) shuffled among themselves or replaced by uniformly
   drawn tokens; the loss increase over the intact context, for each d < C of ``distances``.
 * Effective context: the smallest k whose loss is within ``tolerance`` (relative) of the
@@ -189,16 +189,14 @@ def summarise(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int],
         gain_low, gain_high = interval(gain_samples)
         r.update(gain=per_target.mean().item(), gain_interval=(gain_low.item(), gain_high.item()),
                  gain_samples=gain_samples)
-    if beyond:
-        rows = slice(inside, None)
-        r["beyond_change"] = (truncated[rows] - truncated[inside - 1]).abs().max().item()  # per target, nats
+    if beyond:  # the largest change of any target's loss from more context than T (nats)
+        r["beyond_change"] = (truncated[inside:] - truncated[inside - 1]).abs().max().item()
     intact = truncated[(ks + beyond).index(context)]
-    for kind_ in PERTURBATIONS:
-        increase = losses[kind_] - intact
-        samples = resampled_means(increase, weights)
-        lo, hi = interval(samples)
-        r[kind_] = [dict(distance=d, increase=increase[i].mean().item(), lower=lo[i].item(), upper=hi[i].item(),
-                         max_abs=increase[i].abs().max().item()) for i, d in enumerate(distances)]
+    for kind in PERTURBATIONS:
+        increase = losses[kind] - intact
+        low, high = interval(resampled_means(increase, weights))
+        r[kind] = [dict(distance=d, increase=increase[i].mean().item(), lower=low[i].item(), upper=high[i].item(),
+                        max_abs=increase[i].abs().max().item()) for i, d in enumerate(distances)]
     return r
 
 
@@ -320,10 +318,10 @@ def findings(results: list[dict], cfg: dict, info: dict) -> str:
                          f"[{r['effective_context_interval'][0]}, {r['effective_context_interval'][1]}]"
                          + (f", gain beyond {reference} tokens {fmt_interval(r['gain'], r['gain_interval'])} nats"
                             if "gain" in r else "") + ".")
-        lines.append(f"- An RNN trained with truncated BPTT over L tokens carries its state across chunks, so in "
-                     f"training it conditions on everything before, but gradients reach only L tokens back: L is "
-                     f"the longest span it was *trained* to use, and its trained context here. The probe starts it "
-                     f"from a zero state k tokens before the target, as it starts each epoch.")
+        lines.append("- An RNN trained with truncated BPTT over L tokens carries its state across chunks, so in "
+                     "training it conditions on everything before, but gradients reach only L tokens back: L is "
+                     "the longest span it was *trained* to use, and its trained context here. The probe starts it "
+                     "from a zero state k tokens before the target, as it starts each epoch.")
 
     lines += ["", "## Far context perturbed", ""]
     for r in results:
