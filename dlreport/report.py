@@ -12,6 +12,7 @@ deps in dvc.yaml are exactly those.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -141,30 +142,49 @@ def lm_curves_figure(curves: dict[str, dict[str, pd.DataFrame]], path: Path) -> 
     _save(fig, path)
 
 
-def context_figure(probe: dict, path: Path) -> None:
-    """Perplexity against context length, and the loss increase when far tokens are perturbed."""
+def context_figure(curves: dict[str, pd.DataFrame | None], effective: dict[str, int], path: Path) -> None:
+    """Perplexity against context length inside each model's trained context (solid) and beyond
+    it (dotted: extrapolation), and the loss increase when far tokens are perturbed; every line
+    with its 95% interval as a band."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, (name, r) in enumerate(sorted(probe["models"].items())):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    tables = [t for t in curves.values() if t is not None]
+    models = list(dict.fromkeys(m for t in tables for m in t["model"]))
+    def rows_of(key: str, name: str) -> pd.DataFrame:
+        table = curves.get(key)
+        return table[table["model"] == name] if table is not None else pd.DataFrame()
+
+    for i, name in enumerate(models):
         colour = f"C{i}"
-        ks = sorted(int(k) for k in r["ppl"])
-        axes[0].plot(ks, [r["ppl"][str(k)] for k in ks], "-o", color=colour, markersize=3,
-                     label=f"{name} (effective {r['effective_context']})")
-        axes[0].axvline(r["effective_context"], color=colour, linestyle=":", alpha=0.7)
-        if r.get("receptive_field"):
-            axes[0].axvline(r["receptive_field"], color=colour, linestyle="--", alpha=0.9,
-                            label=f"{name} receptive field {r['receptive_field']}")
-        for kind, style in (("shuffle_increase", "-o"), ("random_increase", "--s")):
-            ds = sorted(int(d) for d in r.get(kind, {}))
-            axes[1].plot(ds, [r[kind][str(d)] for d in ds], style, color=colour, markersize=3,
-                         label=f"{name} {kind.split('_')[0]}")
-    axes[0].set(xscale="log", xlabel="context k (tokens)", ylabel="perplexity",
-                title="perplexity against context length")
+        inside = rows_of("perplexity", name)
+        beyond = pd.concat([inside.tail(1), rows_of("extrapolation", name)])  # dotted on from the last trained k
+        for rows, style, label in ((inside, "-o", f"{name} (effective {effective.get(name, '?')})"), (beyond, ":", None)):
+            if len(rows) < 2 and rows is beyond:
+                continue
+            axes[0].plot(rows["context"], rows["ppl"], style, color=colour, markersize=3, label=label)
+            axes[0].fill_between(rows["context"], rows["lower"], rows["upper"], color=colour, alpha=0.15, linewidth=0)
+        for key, style in (("random", "-s"), ("shuffle", "--o")):
+            rows = rows_of(key, name)
+            if rows.empty:
+                continue
+            axes[1].plot(rows["distance"], rows["increase"], style, color=colour, markersize=3, label=f"{name} {key}")
+            axes[1].fill_between(rows["distance"], rows["lower"], rows["upper"], color=colour, alpha=0.15, linewidth=0)
+    axes[0].set(xscale="log", yscale="log", xlabel="context k (tokens; dotted: beyond the trained context)",
+                ylabel="perplexity", title="perplexity against context length (95% bands)")
     axes[1].set(xscale="log", xlabel="distance d (tokens)", ylabel="loss increase (nats)",
-                title="tokens farther than d shuffled / random")
+                title="tokens farther than d replaced (solid) / shuffled (dashed)")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis, locator in ((axes[0].xaxis, LogLocator(base=2)), (axes[1].xaxis, LogLocator(base=2)),
+                          (axes[0].yaxis, LogLocator(subs=(1, 2, 5)))):  # 1, 2, 4 .. tokens; 20, 50 .. perplexity
+        axis.set_major_locator(locator)
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
+    axes[1].axhline(0, color="grey", linewidth=0.8)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2)
     _save(fig, path)
 
 
@@ -362,20 +382,26 @@ class Report:
         if absent:
             lines += [missing(*absent), ""]
         train = (self.params.get("wordlm") or {}).get("train") or {}
+        entries = (self.params.get("wordlm") or {}).get("models") or {}
         if train:
+            own = {name: {k: v for k, v in (entries.get(name) or {}).items() if k in train} for name in summaries}
             lines += ["Shared recipe (params.yaml `wordlm.train`): " +
                       ", ".join(f"{k} {train[k]}" for k in ("epochs", "batch_size", "bptt", "clip", "eval_context",
-                                                            "eval_stride") if k in train) + ".", ""]
+                                                            "eval_stride") if k in train) + "."
+                      + "".join(f" `{name}` sets {', '.join(f'{k} {v}' for k, v in keys.items())}." for name, keys
+                                in own.items() if keys), ""]
         if any(t.get("train/ppl") is not None or t.get("valid/ppl") is not None for t in curves.values()):
             name = self.figure("wordlm_curves.png", lm_curves_figure, curves)
             lines += [f"![Word LMs: training perplexity per log interval and validation perplexity per epoch]({name})", ""]
         else:
             lines += [missing("runs/wordlm/<model>/dvclive/plots/metrics/*.tsv"), ""]
-        rows = [{"model": n, "type": s.get("type"), "parameters": f"{s['parameters']:,}" if s.get("parameters") else None,
-                 "epochs": s.get("epochs"), "best epoch": s.get("best_epoch"),
+        rows = [{"model": n, "type": (entries.get(n) or {}).get("type"),
+                 "parameters": f"{s['parameters']:,}" if s.get("parameters") else None,
+                 "epochs": (entries.get(n) or {}).get("epochs", train.get("epochs")), "best epoch": best_epoch(curves[n]),
                  "valid ppl": num(s.get("best_valid_ppl")), "test ppl": num(s.get("test_ppl")),
-                 "tokens/s": num(s.get("tokens_per_s"), ".0f"), "train s": num(s.get("train_seconds")),
-                 "receptive field": s.get("receptive_field")} for n, s in summaries.items()]
+                 "tokens/s": num(s.get("tokens_per_s"), ".0f"), "seconds": num(s.get("seconds")),
+                 "trained context": s.get("trained_context"), "receptive field": s.get("receptive_field")}
+                for n, s in summaries.items()]
         lines += ["Perplexity on the validation set (best epoch) and on the test set (that epoch's model):", "",
                   markdown_table(rows), ""]
         log = []
@@ -388,8 +414,9 @@ class Report:
                 ppl = curves[name].get("valid/ppl")
                 value = ppl.loc[ppl.step == row.step, "ppl"].iloc[0] if ppl is not None else None
                 log.append(f"| end of epoch {int(row.step):3d} | valid loss {row.loss:5.2f} | valid ppl {num(value):>8}")
-            if summary.get("test_loss") is not None:
-                log.append(f"| End of training | test loss {summary['test_loss']:5.2f} | test ppl {summary['test_ppl']:8.2f}")
+            if summary.get("test_ppl") is not None:
+                log.append(f"| End of training | test loss {math.log(summary['test_ppl']):5.2f} | "
+                           f"test ppl {summary['test_ppl']:8.2f}")
         if log:
             lines += ["Training log (per epoch, from the DVCLive files):", "", "```", *log, "```", ""]
         generated = self.inputs.text("reports/generated.txt")
@@ -412,31 +439,49 @@ class Report:
             return lines + [missing("metrics/context_probe.json") + " (stage `context_probe`): no context "
                             "measurements to report."]
         models = probe["models"]
-        ks = probe.get("context_lengths") or sorted(int(k) for r in models.values() for k in r["ppl"])
-        name = self.figure("context_probe.png", context_figure, probe)
-        lines += [f"Split `{probe.get('split')}`, {probe.get('targets')} target tokens scored with the last k = "
-                  f"{', '.join(map(str, ks))} tokens of context (`metrics/context_probe.json`).", "",
-                  f"![Perplexity against context length; loss increase when far tokens are perturbed]({name})", ""]
+        folder = "reports/context_probe"
+        curves = {"perplexity": self.inputs.csv(f"{folder}/perplexity.csv"),
+                  "extrapolation": self.inputs.csv(f"{folder}/perplexity_extrapolation.csv"),
+                  "shuffle": self.inputs.csv(f"{folder}/shuffle_increase.csv"),
+                  "random": self.inputs.csv(f"{folder}/random_increase.csv")}
+        cfg = self.params.get("context_probe") or {}
+        reference = cfg.get("reference_context", 35)
+        lines += [f"Split `{cfg.get('split', '?')}`, {probe.get('targets')} target tokens, the same for every model "
+                  f"and setting. Each model is probed inside the context it was trained on (its trained context: "
+                  f"bptt, or the CNN's receptive field); longer contexts are extrapolation, drawn dotted and kept "
+                  f"out of the table. Brackets: 95% bootstrap intervals over the target tokens "
+                  f"(`metrics/context_probe.json`, `{folder}/*.csv`).", ""]
+        if curves["perplexity"] is None:
+            lines += [missing(f"{folder}/perplexity.csv"), ""]
+        else:
+            name = self.figure("context_probe.png", context_figure, curves,
+                               {m: r["effective_context"] for m, r in models.items()})
+            lines += [f"![Perplexity against context length; loss increase when far tokens are perturbed]({name})", ""]
+        gain = f"gain_beyond_{reference}"
         rows = []
-        for model, r in sorted(models.items(), key=lambda item: (item[1]["effective_context"], item[0])):
-            rows.append({"model": model, "type": r.get("type"), f"ppl k={ks[0]}": num(r["ppl"].get(str(ks[0]))),
-                         f"ppl k={ks[-1]}": num(r.get("full_context_ppl")),
-                         "effective context (tokens)": r["effective_context"],
-                         "receptive field (tokens)": r.get("receptive_field") or "-",
-                         "trained context (tokens)": r.get("trained_context") or "-"})
+        for model, r in models.items():
+            rows.append({"model": model, "type": ((self.params.get("wordlm") or {}).get("models") or {}).get(model, {})
+                         .get("type", "-"), "trained context": r.get("trained_context"),
+                         "effective context": f"{r['effective_context']} [{r.get('effective_context_low')}, "
+                                              f"{r.get('effective_context_high')}]",
+                         "best ppl": num(r.get("best_ppl")),
+                         f"gain beyond {reference} tokens (nats)": (
+                             f"{r[gain]:.3f} [{r[gain + '_low']:.3f}, {r[gain + '_high']:.3f}]" if gain in r else "-"),
+                         "receptive field": r.get("receptive_field") or "-"})
         lines += [markdown_table(rows), ""]
-        for model, r in sorted(models.items()):
+        for model, r in models.items():
             rf = r.get("receptive_field")
             if rf:
-                where = "inside" if r["effective_context"] < rf else ("at" if r["effective_context"] == rf else "beyond")
-                lines.append(f"- The {r.get('type', 'CNN')} `{model}` sees at most {rf} tokens (its receptive field); "
-                             f"its measured effective context, {r['effective_context']} tokens, lies {where} it.")
-        findings = self.inputs.text("reports/context_probe/findings.md")
+                where = "inside" if r["effective_context"] < rf else "at"
+                lines.append(f"- The CNN `{model}` sees at most {rf} tokens (its receptive field); its measured "
+                             f"effective context, {r['effective_context']} [{r.get('effective_context_low')}, "
+                             f"{r.get('effective_context_high')}] tokens, lies {where} it.")
+        findings = self.inputs.text(f"{folder}/findings.md")
         if findings is None:
-            lines += ["", missing("reports/context_probe/findings.md")]
+            lines += ["", missing(f"{folder}/findings.md")]
         else:
             body = [line for line in findings.splitlines() if not line.startswith("# ")]
-            lines += ["", "Findings of the `context_probe` stage (`reports/context_probe/findings.md`):", "",
+            lines += ["", f"Findings of the `context_probe` stage (`{folder}/findings.md`), claim by claim:", "",
                       *("> " + line if line else ">" for line in body)]
         return lines
 
@@ -489,6 +534,12 @@ class Report:
         for section in sections:
             out += section() + [""]
         return "\n".join(out)
+
+
+def best_epoch(tables: dict[str, pd.DataFrame | None]) -> int | None:
+    """The epoch of the lowest validation loss (the model train_wordlm keeps)."""
+    valid = tables.get("valid/loss")
+    return None if valid is None or valid.empty else int(valid.loc[valid["loss"].idxmin(), "step"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Stage context_probe: how much context each trained language model uses (truncated and
-perturbed context, effective context; Khandelwal et al. 2018). Writes metrics/context_probe.json
-and reports/context_probe/ (perplexity.csv, shuffle_increase.csv, random_increase.csv,
-targets.json, findings.md)."""
+"""Stage context_probe: how much context each trained language model uses, inside the context it
+was trained on (truncated and perturbed context, effective context, the gain beyond 35 tokens,
+95% bootstrap intervals; Khandelwal et al. 2018). Writes metrics/context_probe.json (headline
+figures) and reports/context_probe/ (perplexity.csv, perplexity_extrapolation.csv,
+shuffle_increase.csv, random_increase.csv: curves with interval bounds; targets.json;
+findings.md)."""
 import argparse
 
 from _common import run_stage

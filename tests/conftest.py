@@ -179,11 +179,21 @@ TINY_PARAMS["wordlm"] = {
                         "dropout": 0.0, "tied": False, "lr": 5, "optimizer": "sgd"},
         "gcnn": {"type": "GCNN", "emsize": 16, "nhid": 16, "kernel_size": 3, "dilations": [1, 2],
                  "dropout": 0.0, "tied": False, "lr": 2, "optimizer": "sgd"},
+        # the long-context variants: trained on 16 tokens (the CNN: receptive field 15)
+        "lstm_long": {"type": "LSTM", "emsize": 16, "nhid": 16, "nlayers": 1, "dropout": 0.0, "tied": False,
+                      "lr": 20, "optimizer": "sgd", "bptt": 16, "batch_size": 5},
+        "transformer_long": {"type": "Transformer", "emsize": 16, "nhid": 16, "nlayers": 1, "nhead": 2,
+                             "dropout": 0.0, "tied": False, "lr": 5, "optimizer": "sgd", "bptt": 16, "batch_size": 5,
+                             "eval_context": 16, "eval_stride": 8},
+        "gcnn_long": {"type": "GCNN", "emsize": 16, "nhid": 16, "kernel_size": 3, "dilations": [1, 2, 4],
+                      "dropout": 0.0, "tied": False, "lr": 2, "optimizer": "sgd", "bptt": 16, "batch_size": 5,
+                      "eval_context": 16, "eval_stride": 8},
     },
 }
 TINY_PARAMS["generate"] = {"words": 50}
-TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "distances": [1, 2, 5, 10], "threads": 1}
-# The context probe's log-x plot template lives in .dvc/plots.
+TINY_PARAMS["context_probe"] = {"targets": 60, "max_context": 16, "reference_context": 10, "distances": [1, 2, 5, 10],
+                                 "bootstrap": 200, "threads": 1}
+# The context probe's plot template (log-scale x, interval bands) lives in .dvc/plots.
 PROJECT_FILES.append(".dvc/plots")
 # The page `dvc plots show` fills (.dvc/config plots.html_template), with the Vega libraries inlined.
 PROJECT_FILES.append("tools/plots_page/page.html")

@@ -52,7 +52,8 @@ def test_every_section_is_there(reported: Path, report: dict):
         row = table_rows(report["5"], name)[0]
         assert row[5] == f"{summary['best_valid_ppl']:.2f}" and row[6] == f"{summary['test_ppl']:.2f}"
         probe = read(reported, "metrics/context_probe.json")["models"][name]
-        assert table_rows(report["6"], name)[0][4] == str(probe["effective_context"])
+        assert table_rows(report["6"], name)[0][3] == (f"{probe['effective_context']} [{probe['effective_context_low']}, "
+                                                       f"{probe['effective_context_high']}]")
     generated = (reported / "reports/generated.txt").read_text().splitlines()
     assert generated[0] in report["5"]
     assert images(report["5"]) and images(report["6"])
@@ -186,39 +187,41 @@ def write(root: Path, rel: str, content) -> None:
 def lm_outputs(root: Path) -> dict:
     """What train_wordlm@lstm/gcnn, generate_text and context_probe write (made by hand)."""
     summaries = {
-        "lstm": dict(model="lstm", type="LSTM", parameters=1234567, epochs=2, best_epoch=2, best_valid_loss=5.1,
-                     best_valid_ppl=math.exp(5.1), test_loss=5.0, test_ppl=math.exp(5.0), seconds=10.0,
-                     train_seconds=9.5, tokens_per_s=2631.6, eval_context=None, eval_stride=None,
-                     receptive_field=None),
-        "gcnn": dict(model="gcnn", type="GCNN", parameters=765432, epochs=2, best_epoch=1, best_valid_loss=5.4,
-                     best_valid_ppl=math.exp(5.4), test_loss=5.3, test_ppl=math.exp(5.3), seconds=8.0,
-                     train_seconds=7.5, tokens_per_s=3333.3, eval_context=35, eval_stride=5, receptive_field=31),
+        "lstm": dict(parameters=1234567, trained_context=35, best_valid_ppl=math.exp(5.1), test_ppl=math.exp(5.0),
+                     seconds=10.0, tokens_per_s=2631.6),
+        "gcnn": dict(parameters=765432, trained_context=31, receptive_field=31, best_valid_ppl=math.exp(5.4),
+                     test_ppl=math.exp(5.3), seconds=8.0, tokens_per_s=3333.3),
     }
+    valid_losses = {"lstm": [5.6, 5.1], "gcnn": [5.4, 5.5]}  # the gcnn's best epoch is the first
     for name, summary in summaries.items():
         write(root, f"metrics/train_wordlm_{name}.json", summary)
         base = f"runs/wordlm/{name}/dvclive/plots/metrics"
         write(root, f"{base}/train/ppl.tsv", "step\tppl\n20\t900.0\n40\t400.0\n60\t300.0\n")
-        write(root, f"{base}/valid/ppl.tsv", f"step\tppl\n1\t{math.exp(5.6)}\n2\t{math.exp(summary['best_valid_loss'])}\n")
-        write(root, f"{base}/valid/loss.tsv", f"step\tloss\n1\t5.6\n2\t{summary['best_valid_loss']}\n")
+        write(root, f"{base}/valid/ppl.tsv", "step\tppl\n" + "".join(f"{i}\t{math.exp(v)}\n" for i, v in
+                                                                   enumerate(valid_losses[name], 1)))
+        write(root, f"{base}/valid/loss.tsv", "step\tloss\n" + "".join(f"{i}\t{v}\n" for i, v in
+                                                                     enumerate(valid_losses[name], 1)))
     words = [f"w{i}" for i in range(200)]
     write(root, "reports/generated.txt", "\n".join(" ".join(words[i:i + 20]) for i in range(0, 200, 20)) + "\n")
-    ks = [1, 2, 4, 8, 16, 32, 64]
-    probe = {"targets": 50, "split": "test", "context_lengths": ks, "distances": [1, 5, 10, 20],
-             "models": {
-                 "lstm": dict(effective_context=16, full_context_loss=5.0, full_context_ppl=math.exp(5.0),
-                              loss={str(k): 5.0 + 1 / k for k in ks}, ppl={str(k): math.exp(5.0 + 1 / k) for k in ks},
-                              shuffle_increase={"1": 0.5, "5": 0.1, "10": 0.05, "20": 0.0},
-                              random_increase={"1": 0.6, "5": 0.2, "10": 0.05, "20": 0.0},
-                              type="LSTM", receptive_field=None, trained_context=35),
-                 "gcnn": dict(effective_context=8, full_context_loss=5.3, full_context_ppl=math.exp(5.3),
-                              loss={str(k): 5.3 + 0.5 / k for k in ks}, ppl={str(k): math.exp(5.3 + 0.5 / k) for k in ks},
-                              shuffle_increase={"1": 0.4, "5": 0.1, "10": 0.0, "20": 0.0},
-                              random_increase={"1": 0.5, "5": 0.1, "10": 0.0, "20": 0.0},
-                              type="GCNN", receptive_field=31, trained_context=35)}}
+    probe = {"targets": 50, "models": {
+        "lstm": dict(trained_context=35, effective_context=16, effective_context_low=8, effective_context_high=32,
+                     best_ppl=math.exp(5.0)),
+        "gcnn": dict(trained_context=31, effective_context=8, effective_context_low=8, effective_context_high=16,
+                     best_ppl=math.exp(5.3), receptive_field=31)}}
     write(root, "metrics/context_probe.json", probe)
-    write(root, "reports/context_probe/findings.md", "# Context probe: how much context the language models use\n\n"
-          "- **gcnn** (GCNN): uses about 8 tokens of context.\n")
-    return {"summaries": summaries, "probe": probe, "words": words}
+    folder = "reports/context_probe"
+    curve = "".join(f"{m},{k},{math.exp(b + 1 / k)},{math.exp(b + 1 / k - 0.1)},{math.exp(b + 1 / k + 0.1)}\n"
+                    for m, b, ks in (("lstm", 5.0, (1, 2, 4, 8, 16, 32, 35)), ("gcnn", 5.3, (1, 2, 4, 8, 16, 31)))
+                    for k in ks)
+    write(root, f"{folder}/perplexity.csv", "model,context,ppl,lower,upper\n" + curve)
+    write(root, f"{folder}/perplexity_extrapolation.csv", "model,context,ppl,lower,upper\n"
+          f"lstm,64,{math.exp(5.0)},{math.exp(4.9)},{math.exp(5.1)}\ngcnn,64,{math.exp(5.3)},{math.exp(5.2)},{math.exp(5.4)}\n")
+    for kind in ("shuffle", "random"):
+        write(root, f"{folder}/{kind}_increase.csv", "model,distance,increase,lower,upper\n"
+              "lstm,1,0.5,0.4,0.6\nlstm,10,0.05,0.0,0.1\ngcnn,1,0.4,0.3,0.5\ngcnn,10,0.0,0.0,0.0\n")
+    write(root, f"{folder}/findings.md", "# Context probe: how much context the language models use\n\n"
+          "1. **A CNN sees a window fixed by its kernel size, depth and dilation.** Supported.\n")
+    return {"summaries": summaries, "probe": probe, "words": words, "best_epoch": {"lstm": 2, "gcnn": 1}}
 
 
 def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
@@ -229,19 +232,20 @@ def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
     assert "Not available" not in lm and "Not available" not in context
     for name, s in made["summaries"].items():
         row = table_rows(lm, name)[0]
-        assert row[1] == s["type"] and row[2] == f"{s['parameters']:,}"
+        assert row[1] == LM_PARAMS["wordlm"]["models"][name]["type"] and row[2] == f"{s['parameters']:,}"
+        assert row[4] == str(made["best_epoch"][name]) and row[9] == str(s["trained_context"])
         assert row[5] == f"{s['best_valid_ppl']:.2f}" and row[6] == f"{s['test_ppl']:.2f}"
-        assert f"| End of training | test loss {s['test_loss']:5.2f} | test ppl {s['test_ppl']:8.2f}" in lm
+        assert f"| End of training | test loss {math.log(s['test_ppl']):5.2f} | test ppl {s['test_ppl']:8.2f}" in lm
     assert "w0 w1 w2" in lm and "w99" in lm and "w100" not in lm  # the first 5 lines of 20 words
     assert "200 words; model lstm" in lm
     for name, r in made["probe"]["models"].items():
         row = table_rows(context, name)[0]
-        assert row[2] == f"{r['ppl']['1']:.2f}" and row[3] == f"{r['full_context_ppl']:.2f}"
-        assert row[4] == str(r["effective_context"])
-        assert row[5] == (str(r["receptive_field"]) if r["receptive_field"] else "-")
-    assert "sees at most 31 tokens (its receptive field); its measured effective context, 8 tokens, lies inside" \
-        in context
-    assert "> - **gcnn** (GCNN): uses about 8 tokens of context." in context
+        assert row[2] == str(r["trained_context"]) and row[4] == f"{r['best_ppl']:.2f}"
+        assert row[3] == f"{r['effective_context']} [{r['effective_context_low']}, {r['effective_context_high']}]"
+        assert row[6] == str(r.get("receptive_field", "-"))
+    assert "sees at most 31 tokens (its receptive field); its measured effective context, 8 [8, 16] tokens, lies " \
+           "inside it" in context
+    assert "> 1. **A CNN sees a window fixed by its kernel size, depth and dilation.** Supported." in context
     assert {"wordlm_curves.png", "context_probe.png"} <= set(images(result["text"]))
     for ref in images(result["text"]):
         with Image.open(tmp_path / "out" / ref) as image:
@@ -254,7 +258,8 @@ def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
 
 def test_the_lm_deps_are_what_the_lm_sections_read(tmp_path: Path):
     lm_outputs(tmp_path)
-    params = {**LM_PARAMS, "wordlm": {**LM_PARAMS["wordlm"], "models": {m: {} for m in LM_MODELS}}}
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["wordlm"]["models"]  # what dvc.yaml lists
+    params = {**LM_PARAMS, "wordlm": {**LM_PARAMS["wordlm"], "models": {m: {} for m in models}}}
     asked = build_report(tmp_path, tmp_path / "out", params=params)["inputs"]
     lm = {p for p in asked if "wordlm" in p or "generated" in p or "context_probe" in p}
     pending = {d for d in report_deps() if "wordlm" in d or "generated" in d or "context_probe" in d}

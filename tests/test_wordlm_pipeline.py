@@ -31,6 +31,11 @@ def test_default_pipeline_offline(wordlm_project: Path):
         state = torch.load(project / "runs" / "wordlm" / name / "model.pt", weights_only=True)
         assert state["config"]["type"] == TINY_PARAMS["wordlm"]["models"][name]["type"]
     assert json.loads((project / "metrics" / "train_wordlm_gcnn.json").read_text())["receptive_field"] == 7
+    # a model entry's own bptt (and batch size) overrides wordlm.train's; the checkpoint keeps what it trained on
+    for name, trained in (("lstm", 10), ("lstm_long", 16), ("transformer_long", 16), ("gcnn_long", 15)):
+        assert json.loads((project / "metrics" / f"train_wordlm_{name}.json").read_text())["trained_context"] == trained
+        config = torch.load(project / "runs" / "wordlm" / name / "model.pt", weights_only=True)["config"]
+        assert config["trained_context"] == trained and config["bptt"] == (10 if name == "lstm" else 16)
     text = (project / "reports" / "generated.txt").read_text().splitlines()
     assert [len(line.split()) for line in text] == [20, 20, 10]
 
@@ -40,7 +45,7 @@ def test_default_pipeline_offline(wordlm_project: Path):
     plots = json.loads(run(["dvc", "plots", "show", "--json"], cwd=project).stdout)
     assert {"wordlm_valid_ppl", "wordlm_train_ppl", "wordlm_lr", "wordlm_tokens_per_s"} <= set(plots["data"])
     files = {row["filename"] for row in plots["data"]["wordlm_valid_ppl"][0]["content"]["data"]["values"]}
-    assert len(files) == 3  # one line per model
+    assert len(files) == len(TINY_PARAMS["wordlm"]["models"]) == 6  # one line per model, the long variants too
 
     # Everything is up to date; a change to one model's params re-runs that model only.
     assert "Running stage" not in run(["dvc", "repro", "train_wordlm", "generate_text"], cwd=project).stdout

@@ -1,23 +1,36 @@
-"""Stage context_probe: how much context the trained language models actually use
-(the protocol of Khandelwal et al. 2018, "Sharp Nearby, Fuzzy Far Away").
+"""Stage context_probe: how much context the trained language models use (the protocol of
+Khandelwal et al. 2018, "Sharp Nearby, Fuzzy Far Away"), each model inside the context it was
+trained on, with 95% bootstrap intervals.
 
-Every measurement scores the same targets: ``targets`` token positions of the chosen split,
-evenly spread over the positions that have ``max_context`` tokens before them.
+Every measurement scores the same ``targets`` token positions of the chosen split, evenly
+spread over the positions that have enough tokens before them, for every model:
 
-* Truncated context: each model sees exactly the last k tokens before each target, k = 1, 2,
-  4, ... up to ``max_context`` (RNNs start from a fresh zero state, the Transformer and the CNN
-  get a window of k tokens).
-* Perturbed far context: with the full ``max_context`` tokens, those farther than d from the
-  target (distance 1 = the token right before it) are shuffled among themselves, or replaced
-  by tokens drawn uniformly from the vocabulary; the loss increase over the intact context.
-* Effective context: the smallest k whose loss is within ``tolerance`` (1%) of the loss with
-  the full ``max_context`` tokens.
+* Truncated context: the model sees exactly the last k tokens before each target (RNNs start
+  from a zero state, the Transformer and the CNN get a window of k tokens), k = 1, 2, 4, ... up
+  to its trained context T (the checkpoint's ``trained_context``: bptt for the Transformer and
+  RNNs, the receptive field for the CNN), plus T and ``reference_context``. The lengths beyond
+  T up to ``max_context`` are extrapolation - a Transformer trained on 35-token chunks never
+  saw position 36 - and are reported apart, never in a headline figure.
+* Perturbed far context: with C = min(T, ``reference_context``) tokens of context - 35 tokens
+  for every model trained on at least 35, so the curves compare - the tokens farther than d from the target
+  (distance 1 = the token right before it) shuffled among themselves or replaced by uniformly
+  drawn tokens; the loss increase over the intact context, for each d < C of ``distances``.
+* Effective context: the smallest k whose loss is within ``tolerance`` (relative) of the
+  model's best loss over k <= T.
+* Gain beyond ``reference_context`` (35, the example's bptt): loss(k = 35) - loss(k = T), for
+  the models trained on more than 35 tokens: what tokens 36 .. T add.
+
+Intervals are percentile bootstraps over the target tokens: ``bootstrap`` resamples of the
+targets, drawn once and used for every model, length and distance, so that differences
+(between lengths, between models) are paired. Each statistic is recomputed on every resample
+from the per-target losses: one matrix product, no loop over tokens.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -28,21 +41,32 @@ from dlreport.fileio import atomic_dir, write_json
 from dlreport.wordlm.corpus import Corpus
 from dlreport.wordlm.train import load_checkpoint, set_threads
 
-
-def context_lengths(max_context: int) -> list[int]:
-    ks, k = [], 1
-    while k < max_context:
-        ks.append(k)
-        k *= 2
-    return ks + [max_context]
+LEVEL = 0.95  # of every interval
+PERTURBATIONS = ("shuffle", "random")
 
 
-def target_positions(length: int, max_context: int, count: int) -> torch.Tensor:
-    """``count`` evenly spread stream positions t with ``max_context`` tokens before them."""
-    if length - 1 < max_context:
-        raise PipelineError(f"the split has {length} tokens, too few for max_context {max_context} "
-                            f"(param context_probe.max_context)")
-    return torch.linspace(max_context, length - 1, min(count, length - max_context)).round().long().unique()
+# ---------------------------------------------------------------------------------------------
+# What is scored
+
+def powers_of_two(limit: int) -> list[int]:
+    """1, 2, 4, ... up to ``limit``."""
+    return [2 ** i for i in range(int(math.log2(limit)) + 1)] if limit >= 1 else []
+
+
+def context_grid(trained: int, reference: int, max_context: int) -> tuple[list[int], list[int]]:
+    """(lengths inside the trained context T: powers of two, T and the reference below T;
+    lengths beyond T up to max_context: the extrapolation)."""
+    inside = set(powers_of_two(trained)) | {trained} | ({reference} if reference < trained else set())
+    beyond = {k for k in powers_of_two(max_context) if k > trained} | ({max_context} if max_context > trained else set())
+    return sorted(inside), sorted(beyond)
+
+
+def target_positions(length: int, context: int, count: int) -> torch.Tensor:
+    """``count`` evenly spread stream positions t with ``context`` tokens before them."""
+    if length - 1 < context:
+        raise PipelineError(f"the split has {length} tokens, too few for a context of {context} "
+                            f"(params context_probe.max_context, wordlm.models.<name>.bptt)")
+    return torch.linspace(context, length - 1, min(count, length - context)).round().long().unique()
 
 
 def windows(stream: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
@@ -53,13 +77,13 @@ def windows(stream: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor
 
 @torch.no_grad()
 def target_losses(model, inputs: torch.Tensor, targets: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Per-target cross-entropy (nats) of predicting ``targets`` (N,) from ``inputs`` (k, N);
-    RNNs start from a zero state, windowed models see exactly the k tokens."""
+    """Per-target cross-entropy (nats, float64) of predicting ``targets`` (N,) from ``inputs``
+    (k, N), one forward per ``batch`` columns; RNNs start from a zero state, windowed models see
+    exactly the k tokens."""
     model.eval()
     out = []
     for start in range(0, inputs.size(1), batch):
-        chunk = inputs[:, start:start + batch]
-        logits, _ = model(chunk, None, last=1)
+        logits, _ = model(inputs[:, start:start + batch], None, last=1)
         out.append(F.cross_entropy(logits[-1].double(), targets[start:start + batch], reduction="none"))
     return torch.cat(out)
 
@@ -83,123 +107,317 @@ def replace_far(context: torch.Tensor, d: int, ntokens: int, generator: torch.Ge
     return out
 
 
-def probe_model(model, stream: torch.Tensor, targets: torch.Tensor, ks: list[int], distances: list[int],
-                ntokens: int, seed: int, tolerance: float, batch: int = 500) -> dict:
+def score(model, stream: torch.Tensor, targets: torch.Tensor, ks: list[int], distances: list[int], context: int,
+          ntokens: int, seed: int, batch: int = 500) -> dict[str, torch.Tensor]:
+    """Per-target losses: ``truncated`` (len(ks), N) with the last k tokens; ``shuffle`` and
+    ``random`` (len(distances), N) with ``context`` tokens, those farther than d perturbed."""
     gold = stream[targets]
-    max_context = ks[-1]
-    truncated = {}
-    for k in ks:
-        truncated[k] = target_losses(model, windows(stream, targets, k), gold, batch).mean().item()
-    full = truncated[max_context]
-    context = windows(stream, targets, max_context)
+    truncated = torch.stack([target_losses(model, windows(stream, targets, k), gold, batch) for k in ks])
+    intact = windows(stream, targets, context)
     generator = torch.Generator().manual_seed(seed)
-    shuffled, replaced = {}, {}
+    perturbed = {kind: [] for kind in PERTURBATIONS}
     for d in distances:
-        shuffled[d] = target_losses(model, shuffle_far(context, d, generator), gold, batch).mean().item() - full
-        replaced[d] = target_losses(model, replace_far(context, d, ntokens, generator), gold, batch).mean().item() - full
-    effective = next(k for k in ks if truncated[k] <= full * (1 + tolerance))
-    return dict(full_context_loss=full, full_context_ppl=math.exp(full), effective_context=effective,
-                loss={str(k): v for k, v in truncated.items()},
-                ppl={str(k): math.exp(v) for k, v in truncated.items()},
-                shuffle_increase={str(d): v for d, v in shuffled.items()},
-                random_increase={str(d): v for d, v in replaced.items()})
+        perturbed["shuffle"].append(target_losses(model, shuffle_far(intact, d, generator), gold, batch))
+        perturbed["random"].append(target_losses(model, replace_far(intact, d, ntokens, generator), gold, batch))
+    empty = torch.zeros(0, len(targets), dtype=torch.float64)
+    return dict(truncated=truncated, **{kind: torch.stack(rows) if rows else empty for kind, rows in perturbed.items()})
 
 
-def findings(results: dict, cfg: dict, ks: list[int], distances: list[int], trained: dict) -> str:
-    """The findings as text, every statement computed from the measured numbers."""
-    tol = float(cfg["tolerance"])
+# ---------------------------------------------------------------------------------------------
+# Bootstrap
+
+def resample_weights(count: int, resamples: int, seed: int) -> torch.Tensor:
+    """(resamples, count): how often each target is drawn in each bootstrap resample."""
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randint(count, (resamples, count), generator=generator)
+    return torch.zeros(resamples, count, dtype=torch.float64).scatter_add_(1, drawn, torch.ones(resamples, count,
+                                                                                                dtype=torch.float64))
+
+
+def resampled_means(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(rows, resamples): the mean of each row of ``losses`` (rows, N) in every resample."""
+    return losses @ weights.t() / losses.size(1)
+
+
+def interval(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile interval (LEVEL) along the last dimension."""
+    if samples.numel() == 0:
+        return samples.sum(dim=-1), samples.sum(dim=-1)
+    tail = (1 - LEVEL) / 2
+    return samples.quantile(tail, dim=-1), samples.quantile(1 - tail, dim=-1)
+
+
+def discrete_interval(samples: torch.Tensor) -> tuple[int, int]:
+    """Percentile interval of a statistic that takes few values (a context length): the values
+    it takes at the two percentiles, never a value in between."""
+    tail = (1 - LEVEL) / 2
+    values = samples.double()
+    return (int(values.quantile(tail, interpolation="lower")), int(values.quantile(1 - tail, interpolation="higher")))
+
+
+def effective_contexts(means: torch.Tensor, ks: list[int], tolerance: float) -> torch.Tensor:
+    """Smallest k whose loss is within ``tolerance`` of the best, for each column of ``means``
+    (len(ks), resamples) - or (len(ks),) for the point estimate."""
+    close = means <= means.min(dim=0).values * (1 + tolerance)
+    first = close.int().argmax(dim=0)  # the first k that is close enough
+    return torch.tensor(ks)[first]
+
+
+def summarise(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int], distances: list[int], context: int,
+              weights: torch.Tensor, tolerance: float, reference: int) -> dict:
+    """Every figure of one model's ``score`` with its interval, plus the per-resample statistics
+    that comparisons between models need. ``ks`` ends with the trained context T; ``beyond``
+    are the extrapolation lengths, scored after them; the perturbations used ``context``
+    tokens (one of ``ks``)."""
+    inside = len(ks)
+    truncated = losses["truncated"]
+    point = truncated.mean(dim=1)
+    boot = resampled_means(truncated, weights)
+    low, high = interval(boot)
+    curve = [dict(context=k, loss=point[i].item(), loss_lower=low[i].item(), loss_upper=high[i].item(),
+                  extrapolation=i >= inside) for i, k in enumerate(ks + beyond)]
+    effective_samples = effective_contexts(boot[:inside], ks, tolerance)
+    best = int(point[:inside].argmin())
+    best_samples = boot[:inside].min(dim=0).values
+    best_low, best_high = interval(best_samples)
+    r = dict(curve=curve, effective_context=int(effective_contexts(point[:inside], ks, tolerance)),
+             effective_context_interval=discrete_interval(effective_samples), effective_samples=effective_samples,
+             best_context=ks[best], best_loss=point[best].item(), best_loss_interval=(best_low.item(), best_high.item()))
+    if reference in ks[:-1]:
+        per_target = truncated[ks.index(reference)] - truncated[inside - 1]  # loss(k = 35) - loss(k = T)
+        gain_samples = resampled_means(per_target[None], weights)[0]
+        gain_low, gain_high = interval(gain_samples)
+        r.update(gain=per_target.mean().item(), gain_interval=(gain_low.item(), gain_high.item()),
+                 gain_samples=gain_samples)
+    if beyond:  # the largest change of any target's loss from more context than T (nats)
+        r["beyond_change"] = (truncated[inside:] - truncated[inside - 1]).abs().max().item()
+    intact = truncated[(ks + beyond).index(context)]
+    for kind in PERTURBATIONS:
+        increase = losses[kind] - intact
+        low, high = interval(resampled_means(increase, weights))
+        r[kind] = [dict(distance=d, increase=increase[i].mean().item(), lower=low[i].item(), upper=high[i].item(),
+                        max_abs=increase[i].abs().max().item()) for i, d in enumerate(distances)]
+    return r
+
+
+def difference_interval(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Interval of a - b over the shared bootstrap resamples (paired: the same targets)."""
+    low, high = interval((a - b).double())
+    return low.item(), high.item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings: each claim of the report's prose, with the numbers that decide it
+
+def fmt_interval(value: float, bounds: tuple[float, float], spec: str = ".3f") -> str:
+    return f"{value:{spec}} [{bounds[0]:{spec}}, {bounds[1]:{spec}}]"
+
+
+def ppl_text(r: dict) -> str:
+    lo, hi = r["best_loss_interval"]
+    return f"{math.exp(r['best_loss']):.2f} [{math.exp(lo):.2f}, {math.exp(hi):.2f}]"
+
+
+def findings(results: list[dict], cfg: dict, info: dict) -> str:
+    """The findings as Markdown, every verdict computed from the measured numbers."""
+    tol, reference = float(cfg["tolerance"]), int(cfg["reference_context"])
+    pct = f"{LEVEL:.0%}"
     lines = ["# Context probe: how much context the language models use", "",
-             f"Split `{cfg['split']}`, {trained['targets']} target tokens (the same for every setting), "
-             f"context k = {', '.join(map(str, ks))}; far-context perturbation at d = {', '.join(map(str, distances))}. "
-             f"Effective context: the smallest k whose loss is within {tol:.0%} of the loss with all "
-             f"{ks[-1]} tokens.", ""]
-    order = sorted(results, key=lambda n: (results[n]["effective_context"], n))
-    lines += ["| model | type | ppl k=1 | ppl k=" + str(ks[-1]) + " | effective context | receptive field |",
-              "|---|---|---|---|---|---|"]
-    for name in order:
-        r = results[name]
-        lines.append(f"| {name} | {r['type']} | {r['ppl'][str(ks[0])]:.2f} | {r['full_context_ppl']:.2f} | "
-                     f"{r['effective_context']} | {r.get('receptive_field') or '-'} |")
-    lines.append("")
-    for name in order:
-        r = results[name]
-        gain = r["loss"][str(ks[0])] - r["full_context_loss"]
-        used = [d for d in distances if r["shuffle_increase"][str(d)] > tol * r["full_context_loss"]]
-        usedr = [d for d in distances if r["random_increase"][str(d)] > tol * r["full_context_loss"]]
-        text = (f"- **{name}** ({r['type']}): uses about {r['effective_context']} token(s) of context "
-                f"(loss within {tol:.0%} of the {ks[-1]}-token loss from k = {r['effective_context']} on); "
-                f"going from 1 to {ks[-1]} tokens lowers its loss by {gain:.3f} nats "
-                f"(perplexity {r['ppl'][str(ks[0])]:.1f} -> {r['full_context_ppl']:.1f}). ")
-        text += (f"Shuffling the tokens farther than d raises its loss by more than {tol:.0%} up to d = {max(used)}"
-                 if used else f"Shuffling far tokens never raises its loss by more than {tol:.0%} (d >= {distances[0]})")
-        text += (f"; replacing them by random tokens does so up to d = {max(usedr)}." if usedr else
-                 "; replacing them by random tokens never does.")
-        lines.append(text)
-        if r["type"] == "Transformer" and ks[-1] > r.get("trained_context", ks[-1]):
-            lines.append(f"  It was trained on windows of {r['trained_context']} tokens; longer windows are "
-                         f"positions it never saw in training (its loss at k = {ks[-1]}: {r['full_context_loss']:.3f}, "
-                         f"best over k: {min(r['loss'].values()):.3f}).")
-        rf = r.get("receptive_field")
-        if rf:
-            flat = r["effective_context"]
-            beyond = [d for d in distances if d >= rf]
-            after = [k for k in ks if k >= rf]
-            change = max((abs(r["loss"][str(k)] - r["full_context_loss"]) for k in after), default=None)
-            pert = max((max(abs(r["shuffle_increase"][str(d)]), abs(r["random_increase"][str(d)])) for d in beyond),
-                       default=None)
-            where = "before" if flat < rf else ("at" if flat == rf else "after")
-            lines.append(f"  The CNN's curve goes flat at k = {flat}, {where} its receptive field of {rf} tokens "
-                         f"({flat / rf:.2f} x; measured lengths are powers of two)"
-                         + (f"; from k = {after[0]} on its loss differs from the full-context "
-                            f"loss by at most {change:.2e} nats" if change is not None else "")
-                         + (f", and perturbing only tokens farther than its receptive field (d >= {rf}) changes it "
-                            f"by at most {pert:.2e} nats." if pert is not None else "."))
+             f"Corpus `{info['corpus']}`, split `{info['split']}`, {info['targets']:,} target tokens, the same for "
+             f"every model and setting. Effective context: the smallest k whose loss is within {tol:.0%} of the "
+             f"model's best loss over k up to its trained context. Brackets: {pct} bootstrap intervals over the "
+             f"target tokens ({info['resamples']:,} resamples, paired across lengths and models). Headline figures "
+             f"come only from contexts a model was trained on; longer contexts are listed as extrapolation.", "",
+             f"| model | type | trained context | effective context | best perplexity (at k) | "
+             f"gain beyond {reference} tokens (nats) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        gain = fmt_interval(r["gain"], r["gain_interval"]) if "gain" in r else "-"
+        trained = f"{r['trained_context']}" + (" (receptive field)" if r["receptive_field"] else "")
+        lines.append(f"| {r['model']} | {r['type']} | {trained} | "
+                     f"{r['effective_context']} [{r['effective_context_interval'][0]}, "
+                     f"{r['effective_context_interval'][1]}] | {ppl_text(r)} ({r['best_context']}) | {gain} |")
+    cnns = [r for r in results if r["receptive_field"]]
+    transformers = [r for r in results if r["type"] == "Transformer"]
+    rnns = [r for r in results if r["type"] not in ("Transformer", "GCNN")]
+    lines += ["", "## Claims of the report", ""]
+
+    # 1. The CNN's window is fixed by kernel size, depth and dilation.
+    text = "1. **A CNN sees a window fixed by its kernel size, depth and dilation.** "
+    measured = [r for r in cnns if "beyond_change" in r]
+    if not measured:
+        text += ("Not testable here: no CNN was probed beyond its receptive field "
+                 "(raise context_probe.max_context above it)." if cnns else "Not testable here: no CNN was probed.")
+    else:
+        exact = all(r["beyond_change"] <= 1e-6 for r in measured)
+        text += ("Supported. " if exact else "Not supported. ") + " ".join(
+            f"`{r['model']}` (receptive field {r['receptive_field']}): giving it more than {r['receptive_field']} "
+            f"tokens (up to {r['curve'][-1]['context']}) changes no target's loss by more than "
+            f"{r['beyond_change']:.1e} nats; its effective context is {r['effective_context']} "
+            f"[{r['effective_context_interval'][0]}, {r['effective_context_interval'][1]}]." for r in measured)
+    lines.append(text)
+
+    # 2. The Transformer can attend to any earlier position.
+    text = "2. **A Transformer can attend to any earlier position.** "
+    long_ = [r for r in transformers if "gain" in r]
+    if not long_:
+        text += (f"Not testable here: no Transformer was trained on more than {reference} tokens, and positions "
+                 f"beyond its trained context are extrapolation (add a long-context variant to wordlm.models). ")
+    for r in long_:
+        low, high = r["gain_interval"]
+        text += (f"For `{r['model']}` (trained on {r['trained_context']} tokens), loss with {reference} tokens minus "
+                 f"loss with {r['trained_context']} = {fmt_interval(r['gain'], r['gain_interval'])} nats: " +
+                 ("supported - it uses the tokens beyond {0} and predicts better with them. " if low > 0 else
+                  "not supported on this corpus - the tokens beyond {0} change its predictions, for the worse. "
+                  if high < 0 else "not supported on this corpus - no measurable effect of the tokens beyond {0}. "
+                  ).format(reference))
+    if long_ and not any(r["gain_interval"][0] > 0 for r in results if "gain" in r):
+        text += f"No model here predicts better with tokens beyond {reference}: the corpus may not reward them. "
+    text += ("(That the probe finds such use where it exists is checked by tests/test_context_probe.py: on a "
+             "corpus whose answers depend on the token exactly 60 back, a Transformer trained on 128 tokens has "
+             "its loss on the answers fall by 1.5-2 nats from k = 59 to k = 60 in 3 training seeds.)")
+    lines.append(text)
+    for r in transformers:
+        beyond = [c for c in r["curve"] if c["extrapolation"]]
+        if beyond:
+            last = beyond[-1]
+            lines.append(f"   - Extrapolation, not a headline figure: `{r['model']}` was trained on "
+                         f"{r['trained_context']}-token chunks; with {last['context']} tokens its perplexity is "
+                         f"{math.exp(last['loss']):.2f} [{math.exp(last['loss_lower']):.2f}, "
+                         f"{math.exp(last['loss_upper']):.2f}] against its best {ppl_text(r)} at k = "
+                         f"{r['best_context']}: positions it never saw in training.")
+
+    # 3. Which uses more context: the Transformer or the CNN (at comparable trained contexts).
+    text = "3. **The Transformer uses more context than the CNN.** "
+    pairs = [(t, c) for t in transformers for c in cnns if ("gain" in t) == ("gain" in c)]
+    if not pairs:
+        text += "Not testable here: no Transformer and CNN trained on comparable contexts."
+    else:
+        verdicts = []
+        for t, c in pairs:
+            low, high = difference_interval(t["effective_samples"], c["effective_samples"])
+            more, less = [low > 0], [high < 0]
+            part = (f"effective context {t['effective_context']} vs {c['effective_context']}, difference "
+                    f"{t['effective_context'] - c['effective_context']:+d} [{low:+.0f}, {high:+.0f}]")
+            if "gain" in t:
+                glow, ghigh = difference_interval(t["gain_samples"], c["gain_samples"])
+                more.append(glow > 0)
+                less.append(ghigh < 0)
+                part += (f"; gain beyond {reference} tokens {t['gain']:.3f} vs {c['gain']:.3f} nats, difference "
+                         f"{t['gain'] - c['gain']:+.3f} [{glow:+.3f}, {ghigh:+.3f}]")
+            verdict = ("supported" if any(more) and not any(less) else
+                       "contradicted" if any(less) and not any(more) else "not distinguishable")
+            verdicts.append(f"`{t['model']}` vs `{c['model']}`: {verdict} - {part}")
+        text += "; ".join(verdicts) + "."
+    lines.append(text)
+
+    # The RNNs: what "trained context" means for them.
+    if rnns:
+        lines += ["", "## RNNs", ""]
+        for r in rnns:
+            lines.append(f"- `{r['model']}` ({r['type']}): effective context {r['effective_context']} "
+                         f"[{r['effective_context_interval'][0]}, {r['effective_context_interval'][1]}]"
+                         + (f", gain beyond {reference} tokens {fmt_interval(r['gain'], r['gain_interval'])} nats"
+                            if "gain" in r else "") + ".")
+        lines.append("- An RNN trained with truncated BPTT over L tokens carries its state across chunks, so in "
+                     "training it conditions on everything before, but gradients reach only L tokens back: L is "
+                     "the longest span it was *trained* to use, and its trained context here. The probe starts it "
+                     "from a zero state k tokens before the target, as it starts each epoch.")
+
+    lines += ["", "## Far context perturbed", ""]
+    for r in results:
+        parts = []
+        for kind in PERTURBATIONS:
+            rows = r[kind]
+            if rows:
+                parts.append(f"{'shuffled' if kind == 'shuffle' else 'replaced by random tokens'}: " + ", ".join(
+                    f"d={row['distance']} {fmt_interval(row['increase'], (row['lower'], row['upper']))}" for row in rows))
+        if parts:
+            lines.append(f"- `{r['model']}`, tokens farther than d from the target (context {r['perturbation_context']}), "
+                         f"loss increase in nats - " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+CURVE_COLUMNS = ["model", "context", "ppl", "lower", "upper", "loss", "loss_lower", "loss_upper"]
+INCREASE_COLUMNS = ["model", "distance", "increase", "lower", "upper"]
+
+
+def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def headline(r: dict, reference: int) -> dict:
+    """The figures of metrics/context_probe.json for one model (the curves go to CSV files)."""
+    out = dict(trained_context=r["trained_context"], effective_context=r["effective_context"],
+               effective_context_low=r["effective_context_interval"][0],
+               effective_context_high=r["effective_context_interval"][1],
+               best_ppl=round(math.exp(r["best_loss"]), 4))
+    if "gain" in r:
+        out.update({f"gain_beyond_{reference}{suffix}": round(value, 5) + 0.0  # + 0.0: no -0.0
+                    for suffix, value in (("", r["gain"]), ("_low", r["gain_interval"][0]),
+                                          ("_high", r["gain_interval"][1]))})
+    if r["receptive_field"]:
+        out["receptive_field"] = r["receptive_field"]
+    return out
 
 
 def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: str | Path, out: str | Path,
                   metrics: str | Path) -> dict:
     set_threads(cfg.get("threads"))
-    ks = context_lengths(int(cfg["max_context"]))
-    distances = sorted(int(d) for d in cfg["distances"] if 0 < int(d) < ks[-1])
-    if not distances:
-        raise PipelineError(f"context_probe.distances {cfg['distances']} has no distance between 1 and "
-                            f"max_context - 1 = {ks[-1] - 1}")
     if cfg.get("split") not in ("train", "valid", "test"):
         raise PipelineError(f"context_probe.split is {cfg.get('split')!r}; use train, valid or test")
-    results: dict[str, dict] = {}
-    corpus = None
-    targets = None
-    for name in models:
-        model, config, vocab = load_checkpoint(Path(runs) / name)
-        if corpus is None:
-            corpus = Corpus(corpus_dir, vocab)
-            stream = getattr(corpus, cfg["split"])
-            targets = target_positions(len(stream), ks[-1], int(cfg["targets"]))
-        elif vocab != corpus.idx2word:
-            raise PipelineError(f"runs/wordlm/{name}: trained on another vocabulary; re-run `dvc repro train_wordlm`")
-        r = probe_model(model, stream, targets, ks, distances, len(vocab), int(cfg["seed"]),
-                        float(cfg["tolerance"]), int(cfg.get("batch", 500)))
-        r.update(type=config["type"], receptive_field=config.get("receptive_field"),
-                 trained_context=config.get("bptt"))
-        results[name] = r
-        print(f"| {name:12s} | effective context {r['effective_context']:4d} | ppl " +
-              " ".join(f"k={k}:{r['ppl'][str(k)]:.1f}" for k in ks))
-    info = dict(targets=int(len(targets)), split=cfg["split"], context_lengths=ks, distances=distances)
+    max_context, reference = int(cfg["max_context"]), int(cfg["reference_context"])
+    tolerance, seed, batch = float(cfg["tolerance"]), int(cfg["seed"]), int(cfg.get("batch", 500))
+    start = time.time()
+    loaded = {name: load_checkpoint(Path(runs) / name) for name in models}
+    vocab = next(iter(loaded.values()))[2]
+    for name, (_, _, other) in loaded.items():
+        if other != vocab:
+            raise PipelineError(f"runs/wordlm/{name}: trained on another vocabulary than {models[0]}; "
+                                f"re-run `dvc repro train_wordlm`")
+    corpus = Corpus(corpus_dir, vocab)
+    stream = getattr(corpus, cfg["split"])
+    trained = {name: int(config.get("trained_context") or config.get("receptive_field") or config["bptt"])
+               for name, (_, config, _) in loaded.items()}
+    targets = target_positions(len(stream), max([max_context, *trained.values()]), int(cfg["targets"]))
+    weights = resample_weights(len(targets), int(cfg["bootstrap"]), seed)
+    results = []
+    for name, (model, config, _) in loaded.items():
+        ks, beyond = context_grid(trained[name], reference, max_context)
+        context = min(trained[name], reference)
+        distances = sorted({int(d) for d in cfg["distances"] if 0 < int(d) < context})
+        losses = score(model, stream, targets, ks + beyond, distances, context, len(vocab), seed, batch)
+        r = dict(model=name, type=config["type"], trained_context=trained[name],
+                 receptive_field=config.get("receptive_field"),
+                 perturbation_context=context,
+                 **summarise(losses, ks, beyond, distances, context, weights, tolerance, reference))
+        results.append(r)
+        low, high = r["effective_context_interval"]
+        print(f"| {name:16s} | trained context {trained[name]:4d} | effective context {r['effective_context']:4d} "
+              f"[{low}, {high}] | best ppl {ppl_text(r)} at k={r['best_context']}"
+              + (f" | gain beyond {reference}: {fmt_interval(r['gain'], r['gain_interval'])} nats" if "gain" in r else ""))
+    corpus_info = Path(corpus_dir) / "corpus.json"
+    source = json.loads(corpus_info.read_text()).get("source", "?") if corpus_info.is_file() else "?"
+    info = dict(corpus=source, split=cfg["split"], targets=int(len(targets)), resamples=int(cfg["bootstrap"]))
     with atomic_dir(out) as tmp:
-        with open(tmp / "perplexity.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["context"] + list(models))
-            for k in ks:
-                writer.writerow([k] + [f"{results[n]['ppl'][str(k)]:.4f}" for n in models])
-        for kind in ("shuffle", "random"):
-            with open(tmp / f"{kind}_increase.csv", "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["distance"] + list(models))
-                for d in distances:
-                    writer.writerow([d] + [f"{results[n][f'{kind}_increase'][str(d)]:.6f}" for n in models])
+        for name, extrapolation in (("perplexity.csv", False), ("perplexity_extrapolation.csv", True)):
+            write_rows(tmp / name, CURVE_COLUMNS, [
+                dict(model=r["model"], context=c["context"], ppl=round(math.exp(c["loss"]), 4),
+                     lower=round(math.exp(c["loss_lower"]), 4), upper=round(math.exp(c["loss_upper"]), 4),
+                     loss=round(c["loss"], 6), loss_lower=round(c["loss_lower"], 6), loss_upper=round(c["loss_upper"], 6))
+                for r in results for c in r["curve"] if c["extrapolation"] == extrapolation])
+        for kind in PERTURBATIONS:
+            write_rows(tmp / f"{kind}_increase.csv", INCREASE_COLUMNS, [
+                dict(model=r["model"], distance=row["distance"], increase=round(row["increase"], 6),
+                     lower=round(row["lower"], 6), upper=round(row["upper"], 6)) for r in results for row in r[kind]])
         (tmp / "targets.json").write_text(json.dumps(dict(info, positions=targets.tolist())) + "\n")
-        (tmp / "findings.md").write_text(findings(results, cfg, ks, distances, info))
-    summary = dict(info, models={n: {k: v for k, v in r.items()} for n, r in results.items()})
+        (tmp / "findings.md").write_text(findings(results, cfg, info))
+    summary = dict(targets=info["targets"], models={r["model"]: headline(r, reference) for r in results})
     write_json(metrics, summary)
-    return summary
+    print(f"| context probe: {len(results)} models, {info['targets']:,} targets, {time.time() - start:.1f} s")
+    return dict(summary, results=results)

@@ -16,6 +16,13 @@ loss stops improving, the best-validation model kept, its log lines), with its f
 
 The CNN trains on ``bptt`` targets per step, each chunk preceded by ``receptive_field - 1``
 tokens of history, so every target sees its whole receptive field as in evaluation.
+
+A model entry may override the shared settings of ``wordlm.train`` listed in
+``MODEL_OVERRIDES`` (a long-context variant: ``bptt: 128``). The checkpoint records the
+model's trained context: the longest context any of its training targets was predicted from
+inside one gradient step - ``bptt`` for the Transformer (chunks start at position 0) and for
+RNNs (truncated BPTT; their carried state reaches further, but no gradient does), the
+receptive field for the CNN.
 """
 from __future__ import annotations
 
@@ -34,6 +41,10 @@ from dlreport.wordlm.corpus import Corpus, batchify, get_batch
 from dlreport.wordlm.models import GCNNModel, RNNModel, build_model, count_parameters
 
 CHECKPOINT = "model.pt"
+# The headline figures of metrics/train_wordlm_<name>.json (dvc metrics show); the checkpoint
+# and DVCLive's summary keep the rest (losses, epochs, evaluation settings).
+SUMMARY_KEYS = ("parameters", "trained_context", "receptive_field", "best_valid_ppl", "test_ppl", "seconds",
+                "tokens_per_s")
 
 
 def set_threads(threads) -> None:
@@ -54,6 +65,20 @@ def detach(hidden):
     if isinstance(hidden, torch.Tensor):
         return hidden.detach()
     return tuple(detach(h) for h in hidden)
+
+
+# Settings of wordlm.train that one model entry may set for itself.
+MODEL_OVERRIDES = ("epochs", "batch_size", "bptt", "eval_context", "eval_stride")
+
+
+def training_settings(train: dict, cfg: dict) -> dict:
+    """wordlm.train with the model entry's own values for the keys of MODEL_OVERRIDES."""
+    return dict(train, **{key: cfg[key] for key in MODEL_OVERRIDES if key in cfg})
+
+
+def trained_context(model: nn.Module, train: dict) -> int:
+    """The most tokens any training target was predicted from within one gradient step."""
+    return model.receptive_field if isinstance(model, GCNNModel) else int(train["bptt"])
 
 
 def window_context(model: nn.Module, cfg: dict, train: dict) -> int:
@@ -198,7 +223,7 @@ def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_
 
 def model_config(cfg: dict, model: nn.Module, ntokens: int, train: dict) -> dict:
     config = dict(cfg, ntokens=ntokens, parameters=count_parameters(model), bptt=int(train["bptt"]),
-                  window=window_context(model, cfg, train))
+                  window=window_context(model, cfg, train), trained_context=trained_context(model, train))
     if isinstance(model, GCNNModel):
         config["receptive_field"] = model.receptive_field
     return config
@@ -226,6 +251,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
     if name not in models:
         raise PipelineError(f"model {name!r} is not in params wordlm.models (has: {', '.join(models)})")
     cfg = dict(models[name])
+    train = training_settings(train, cfg)
     set_threads(train.get("threads"))
     torch.manual_seed(int(train["seed"]))
     corpus = Corpus(corpus_dir)
@@ -298,6 +324,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
                        test_loss=test_loss, test_ppl=math.exp(test_loss),
                        seconds=round(time.time() - start, 2), train_seconds=round(seconds, 2),
                        tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
+                       trained_context=config["trained_context"],
                        eval_context=None if isinstance(model, RNNModel) else context,
                        eval_stride=None if isinstance(model, RNNModel) else stride,
                        receptive_field=config.get("receptive_field"))
@@ -306,5 +333,5 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
         live.end()
         torch.save(dict(state_dict=best_state, config=config, vocab=corpus.idx2word, metrics=metrics),
                    tmp / CHECKPOINT)
-    write_json(summary, metrics)
+    write_json(summary, {key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None})
     return metrics
