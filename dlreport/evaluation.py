@@ -34,9 +34,8 @@ def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
         raise PipelineError(f"eval.run={spec!r} is not a train_resnet variant ({', '.join(summaries)}); "
                             f"fix eval.run in params.yaml.")
     if spec not in trained:
-        raise PipelineError(f"eval.run={spec!r}: that variant did not train "
-                            f"({summaries[spec].get('reason', summaries[spec].get('status'))}). "
-                            f"Use eval.run: auto or a variant that trained.")
+        raise PipelineError(f"eval.run={spec!r}: that variant did not train ({summaries[spec].get('status')}; "
+                            f"runs/resnet/{spec}/status.json says why). Use eval.run: auto or a variant that trained.")
     return spec
 
 

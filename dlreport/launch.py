@@ -58,8 +58,8 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
         Path(out).mkdir(parents=True, exist_ok=True)
         write_empty_curves(Path(out))
         write_json(Path(out) / "status.json", {"status": "skipped", "reason": reason})
-        write_json(summary, {"status": "skipped", "reason": reason, "variant": run,
-                             "gpus": int(run_config(params, run).get("gpus", 0))})
+        # (the reason stays in status.json: a sentence would make `dvc metrics show` very wide)
+        write_json(summary, {"status": "skipped", "gpus": int(run_config(params, run).get("gpus", 0))})
         print(f"train_resnet@{run}: skipped, {reason}")
         return
     cfg = run_config(params, run)
@@ -102,6 +102,5 @@ def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) 
     backend = (params["resnet"].get("launch") or {}).get("backend", "auto")
     result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda, backend=backend)
     if result is not None:
-        result["variant"] = run
         write_json(Path(out) / "status.json", {"status": "trained"})
         write_json(summary, result)

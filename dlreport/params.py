@@ -256,8 +256,15 @@ _LM_COMMON = {
     "lr": Number(min=0, min_open=True),
     "optimizer": Choice("sgd", "adamw"),
     "weight_decay": Number(min=0),
+    # a model's own value of a wordlm.train setting (the long-context variants' bptt, ...)
+    "epochs": POSITIVE,
+    "batch_size": POSITIVE,
+    "bptt": Int(min=2),
+    "eval_context": Int(min=2),
+    "eval_stride": POSITIVE,
 }
-_LM_OPTIONAL = frozenset({"tied", "optimizer", "weight_decay"})
+_LM_OPTIONAL = frozenset({"tied", "optimizer", "weight_decay", "epochs", "batch_size", "bptt", "eval_context",
+                          "eval_stride"})
 
 
 def _tied_needs_equal_sizes(m: dict, key: str):
@@ -378,8 +385,10 @@ SCHEMA: dict[str, Rule] = {
         "split": Choice("train", "valid", "test"),
         "targets": Int(min=10),
         "max_context": Int(min=2),
+        "reference_context": Int(min=2),
         "distances": ListOf(POSITIVE),
         "tolerance": Number(min=0, max=1, min_open=True),
+        "bootstrap": Int(min=10),
         "seed": SEED,
         "batch": POSITIVE,
         "threads": THREADS,
@@ -454,9 +463,18 @@ def _probe_models_are_trained(p):
 
 def _probe_distances_within_context(p):
     c = p["context_probe"]
-    if not any(d < c["max_context"] for d in c["distances"]):
+    if not any(d < c["reference_context"] for d in c["distances"]):
         return ("context_probe.distances", f"context_probe.distances = {_show(c['distances'])} has no distance "
-                                           f"below max_context = {c['max_context']}")
+                                           f"below reference_context = {c['reference_context']}")
+
+
+def _lm_eval_windows(p):
+    train = p["wordlm"]["train"]
+    for name, m in p["wordlm"]["models"].items():
+        context, stride = m.get("eval_context", train["eval_context"]), m.get("eval_stride", train["eval_stride"])
+        if stride >= context:
+            return (f"wordlm.models.{name}.eval_stride", f"wordlm.models.{name}: eval_stride {stride} must be smaller "
+                                                         f"than eval_context {context} (its own, or wordlm.train's)")
 
 
 CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] = [
@@ -466,7 +484,8 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("resnet.keep_epochs", "eval.epochs", "resnet.epochs"), _evaluated_epochs_keep_weights),
     (("generate.model", "wordlm.models"), _generate_model_is_trained),
     (("context_probe.models", "wordlm.models"), _probe_models_are_trained),
-    (("context_probe.distances", "context_probe.max_context"), _probe_distances_within_context),
+    (("context_probe.distances", "context_probe.reference_context"), _probe_distances_within_context),
+    (("wordlm.models", "wordlm.train"), _lm_eval_windows),
 ]
 
 

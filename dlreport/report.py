@@ -434,12 +434,12 @@ class Report:
     # -- 6 --------------------------------------------------------------------------------
     def context_study(self) -> list[str]:
         lines = ["## 6. Context in CNNs, RNNs and Transformers", ""]
-        probe = self.inputs.json("metrics/context_probe.json")
+        folder = "reports/context_probe"
+        probe = self.inputs.json(f"{folder}/summary.json")
         if probe is None or not probe.get("models"):
-            return lines + [missing("metrics/context_probe.json") + " (stage `context_probe`): no context "
+            return lines + [missing(f"{folder}/summary.json") + " (stage `context_probe`): no context "
                             "measurements to report."]
         models = probe["models"]
-        folder = "reports/context_probe"
         curves = {"perplexity": self.inputs.csv(f"{folder}/perplexity.csv"),
                   "extrapolation": self.inputs.csv(f"{folder}/perplexity_extrapolation.csv"),
                   "shuffle": self.inputs.csv(f"{folder}/shuffle_increase.csv"),
@@ -450,7 +450,7 @@ class Report:
                   f"and setting. Each model is probed inside the context it was trained on (its trained context: "
                   f"bptt, or the CNN's receptive field); longer contexts are extrapolation, drawn dotted and kept "
                   f"out of the table. Brackets: 95% bootstrap intervals over the target tokens "
-                  f"(`metrics/context_probe.json`, `{folder}/*.csv`).", ""]
+                  f"(`{folder}/summary.json`, `{folder}/*.csv`).", ""]
         if curves["perplexity"] is None:
             lines += [missing(f"{folder}/perplexity.csv"), ""]
         else:

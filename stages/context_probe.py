@@ -1,9 +1,9 @@
 """Stage context_probe: how much context each trained language model uses, inside the context it
 was trained on (truncated and perturbed context, effective context, the gain beyond 35 tokens,
-95% bootstrap intervals; Khandelwal et al. 2018). Writes metrics/context_probe.json (headline
-figures) and reports/context_probe/ (perplexity.csv, perplexity_extrapolation.csv,
-shuffle_increase.csv, random_increase.csv: curves with interval bounds; targets.json;
-findings.md)."""
+95% bootstrap intervals; Khandelwal et al. 2018). Writes metrics/context_probe/<model>.json
+(headline figures, a row per model in `dvc metrics show`) and reports/context_probe/
+(summary.json; perplexity.csv, perplexity_extrapolation.csv, shuffle_increase.csv,
+random_increase.csv: curves with interval bounds; targets.json; findings.md)."""
 import argparse
 
 from _common import run_stage
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/wordlm")
     parser.add_argument("--corpus", default="datasets/corpus")
     parser.add_argument("--out", default="reports/context_probe")
-    parser.add_argument("--metrics", default="metrics/context_probe.json")
+    parser.add_argument("--metrics", default="metrics/context_probe", help="folder: one <model>.json each")
     args = parser.parse_args()
     params = load_params(args.params, "context_probe")
     cfg = params["context_probe"]

@@ -226,15 +226,16 @@ def test_long_range_structure_is_used_and_its_absence_shows(tmp_path: Path):
 
 # --- the stage ----------------------------------------------------------------------------------
 
-def test_context_probe_stage_end_to_end(wordlm_project: Path):
-    project = wordlm_project
-    out = (project / "repro.log").read_text()
+def test_context_probe_stage_end_to_end(reproduced: Path, repro_log: str):
+    project, out = reproduced, repro_log
     assert "Running stage 'train_wordlm@gcnn'" in out and "Running stage 'context_probe'" in out
-    metrics = json.loads((project / "metrics" / "context_probe.json").read_text())
+    metrics = json.loads((project / "reports" / "context_probe" / "summary.json").read_text())
     cfg = TINY_PARAMS["context_probe"]
     reference = cfg["reference_context"]
     models = set(TINY_PARAMS["wordlm"]["models"])
     assert metrics["targets"] == cfg["targets"] and set(metrics["models"]) == models
+    rows = {p.stem: json.loads(p.read_text()) for p in (project / "metrics" / "context_probe").iterdir()}
+    assert rows == metrics["models"], "metrics/context_probe/<model>.json: a row per model"
     for name, m in metrics["models"].items():  # headline figures only, each with its interval
         assert m["effective_context_low"] <= m["effective_context"] <= m["effective_context_high"] <= m["trained_context"]
         assert len(m) <= 9 and all(isinstance(v, (int, float)) for v in m.values())
@@ -288,4 +289,4 @@ def test_context_probe_stage_end_to_end(wordlm_project: Path):
     assert all(float(v["lower"]) <= float(v["ppl"]) <= float(v["upper"]) for v in values)
     assert {"context_probe_extrapolation", "context_probe_shuffle", "context_probe_random"} <= set(plots)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=project).stdout)
-    assert "metrics/context_probe.json" in next(iter(shown.values()))["data"]
+    assert {f"metrics/context_probe/{m}.json" for m in models} <= set(next(iter(shown.values()))["data"])

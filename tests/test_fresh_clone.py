@@ -64,4 +64,4 @@ def test_dvc_metrics_show_of_the_committed_default_run_is_narrow(clone: Path):
     header = shown[0]
     assert len(header) <= 1200, f"{len(header)} characters: {header}"
     files = {line.split()[0] for line in shown[1:] if line.strip()}
-    assert files == {f"metrics/{p.name}" for p in (clone / "metrics").glob("*.json")}, files
+    assert files == {str(p.relative_to(clone)) for p in (clone / "metrics").rglob("*.json")}, files

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from conftest import ran, run
 from dlreport.evaluation import DIFF_METRICS
@@ -32,7 +31,8 @@ def test_outputs_of_the_resnet_half(reproduced: Path):
     assert cpu["status"] == "trained" and cpu["epochs"] == 2 and "val/acc1.tsv" in curve_files(p, "cpu")
     for variant in ("gpu1", "gpu8"):
         skipped = read(p, f"metrics/train_resnet_{variant}.json")
-        assert skipped["status"] == "skipped" and "devices=0" in skipped["reason"]
+        assert skipped == {"status": "skipped", "gpus": int(variant[3:])}
+        assert "devices=0" in read(p, f"runs/resnet/{variant}/status.json")["reason"]
         # Its curves are the files DVCLive wrote for the trained variant, headers only: in `dvc
         # plots show` no line for it, and no "failed to load" warning.
         assert curve_files(p, variant) == {name: text.splitlines(keepends=True)[0]
@@ -115,7 +115,7 @@ def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
     assert "failed to load" not in exp_diff.stdout + exp_diff.stderr
 
 
-def cache_is_intact(project: Path) -> list[str]:
+def corrupted_cache_files(project: Path) -> list[str]:
     """Cache files whose content no longer matches their md5 name (a link written through)."""
     import hashlib
 
@@ -142,7 +142,7 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
     checkpoints = p / "runs/resnet/cpu/checkpoints"
     first = checkpoints / "epoch_01.pt"
     assert first.stat().st_nlink == 2 or first.is_symlink(), "a link to the cache, not a copy"
-    restore = "git checkout -- . && dvc checkout --force --allow-missing"  # back to the committed run
+    restore = "git checkout -- . && dvc checkout --force"  # back to the committed run
     try:
         first.unlink()
         run(["dvc", "checkout", "train_resnet@cpu"], cwd=p)
@@ -153,31 +153,30 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
             handle.write("# changed\n")
         out = run(["dvc", "repro", "train_resnet@cpu"], cwd=p).stdout
         assert ran(out, "train_resnet@cpu") and "already trained" in out, out
-        assert not cache_is_intact(p)
+        assert not corrupted_cache_files(p)
         # DVC unprotects (copies) a persistent output's linked files before re-running its stage;
         # --relink turns the copies back into links (the README says so).
         run(["dvc", "checkout", "--relink", "train_resnet@cpu"], cwd=p)
         assert first.stat().st_nlink == 2
 
-        # A run killed (kill -9, the whole process group) after its first epoch...
-        params = yaml.safe_load((p / "params.yaml").read_text())
-        params["resnet"]["seed"] = 1
-        (p / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        command = ["dvc", "repro", "train_resnet@cpu"]
+        # An experiment killed (kill -9, the whole process group) after its first epoch...
+        command = ["dvc", "exp", "run", "-n", "seed1", "-S", "resnet.seed=1", "train_resnet@cpu"]
         started = subprocess.Popen(command, cwd=p, env=env(), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        progress = p / "runs/resnet/.cpu-progress"
         deadline = time.time() + 300
-        while not (list(p.glob("runs/resnet/.cpu-stale-*")) and first.exists()):  # the new run's epoch 1
+        while not (progress / "resume.pt").exists():  # the new run's epoch 1 is saved
             assert started.poll() is None and time.time() < deadline, "the experiment ended before epoch 1"
             time.sleep(0.05)
         os.killpg(started.pid, signal.SIGKILL)
         started.wait()
-        # ...resumes from that epoch when run again; `dvc exp save` keeps it as an experiment.
+        # ...resumes from that epoch when run again, although `dvc exp run` first restores the
+        # committed checkpoints: the interrupted run's come back from the progress folder.
         out = run(command, cwd=p).stdout
-        assert "=> resuming" in out and "Epoch: [1]" not in out, out
-        assert not cache_is_intact(p)
-        run(["dvc", "exp", "save", "-n", "seed1", "train_resnet@cpu"], cwd=p)
+        assert "=> recovered" in out and "=> resuming" in out and "Epoch: [1]" not in out, out
+        assert not progress.exists() and not corrupted_cache_files(p)
         seed1 = json.loads((p / "metrics/train_resnet_cpu.json").read_text())
+        assert seed1["epochs"] == 2
 
         # Back to the committed run, then the experiment's run again.
         run(restore, cwd=p)
@@ -185,7 +184,7 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
         run(["dvc", "exp", "apply", "seed1"], cwd=p)
         assert json.loads((p / "metrics/train_resnet_cpu.json").read_text()) == seed1
         assert "changed" not in run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout
-        assert not cache_is_intact(p)
+        assert not corrupted_cache_files(p)
     finally:
         run(restore, cwd=p)
     assert run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout.strip().endswith("up to date.")

@@ -51,7 +51,7 @@ def test_every_section_is_there(reported: Path, report: dict):
         summary = read(reported, f"metrics/train_wordlm_{name}.json")
         row = table_rows(report["5"], name)[0]
         assert row[5] == f"{summary['best_valid_ppl']:.2f}" and row[6] == f"{summary['test_ppl']:.2f}"
-        probe = read(reported, "metrics/context_probe.json")["models"][name]
+        probe = read(reported, f"metrics/context_probe/{name}.json")
         assert table_rows(report["6"], name)[0][3] == (f"{probe['effective_context']} [{probe['effective_context_low']}, "
                                                        f"{probe['effective_context_high']}]")
     generated = (reported / "reports/generated.txt").read_text().splitlines()
@@ -208,7 +208,7 @@ def lm_outputs(root: Path) -> dict:
                      best_ppl=math.exp(5.0)),
         "gcnn": dict(trained_context=31, effective_context=8, effective_context_low=8, effective_context_high=16,
                      best_ppl=math.exp(5.3), receptive_field=31)}}
-    write(root, "metrics/context_probe.json", probe)
+    write(root, "reports/context_probe/summary.json", probe)
     folder = "reports/context_probe"
     curve = "".join(f"{m},{k},{math.exp(b + 1 / k)},{math.exp(b + 1 / k - 0.1)},{math.exp(b + 1 / k + 0.1)}\n"
                     for m, b, ks in (("lstm", 5.0, (1, 2, 4, 8, 16, 32, 35)), ("gcnn", 5.3, (1, 2, 4, 8, 16, 31)))

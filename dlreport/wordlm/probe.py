@@ -352,7 +352,7 @@ def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def headline(r: dict, reference: int) -> dict:
-    """The figures of metrics/context_probe.json for one model (the curves go to CSV files)."""
+    """The headline figures of one model (metrics/context_probe/<model>.json; the curves go to CSV files)."""
     out = dict(trained_context=r["trained_context"], effective_context=r["effective_context"],
                effective_context_low=r["effective_context_interval"][0],
                effective_context_high=r["effective_context_interval"][1],
@@ -369,8 +369,6 @@ def headline(r: dict, reference: int) -> dict:
 def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: str | Path, out: str | Path,
                   metrics: str | Path) -> dict:
     set_threads(cfg.get("threads"))
-    if cfg.get("split") not in ("train", "valid", "test"):
-        raise PipelineError(f"context_probe.split is {cfg.get('split')!r}; use train, valid or test")
     max_context, reference = int(cfg["max_context"]), int(cfg["reference_context"])
     tolerance, seed, batch = float(cfg["tolerance"]), int(cfg["seed"]), int(cfg.get("batch", 500))
     start = time.time()
@@ -417,7 +415,12 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
                      lower=round(row["lower"], 6), upper=round(row["upper"], 6)) for r in results for row in r[kind]])
         (tmp / "targets.json").write_text(json.dumps(dict(info, positions=targets.tolist())) + "\n")
         (tmp / "findings.md").write_text(findings(results, cfg, info))
-    summary = dict(targets=info["targets"], models={r["model"]: headline(r, reference) for r in results})
-    write_json(metrics, summary)
+        summary = dict(targets=info["targets"], models={r["model"]: headline(r, reference) for r in results})
+        write_json(tmp / "summary.json", summary)
+    # One metrics file per model (metrics/context_probe/<model>.json): `dvc metrics show` gives each
+    # model a row with the same columns, instead of a column per model and figure.
+    with atomic_dir(metrics) as tmp:
+        for model, figures in summary["models"].items():
+            write_json(tmp / f"{model}.json", figures)
     print(f"| context probe: {len(results)} models, {info['targets']:,} targets, {time.time() - start:.1f} s")
     return dict(summary, results=results)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlreport.devices import hardware
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.wordlm.corpus import Corpus, batchify, get_batch
@@ -44,7 +45,7 @@ CHECKPOINT = "model.pt"
 # The headline figures of metrics/train_wordlm_<name>.json (dvc metrics show); the checkpoint
 # and DVCLive's summary keep the rest (losses, epochs, evaluation settings).
 SUMMARY_KEYS = ("parameters", "trained_context", "receptive_field", "best_valid_ppl", "test_ppl", "seconds",
-                "tokens_per_s")
+                "tokens_per_s", "precision", "cpu_capability")
 
 
 def set_threads(threads) -> None:
@@ -265,8 +266,6 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
     config = model_config(cfg, model, ntokens, train)
     context, stride = int(train["eval_context"]), int(train["eval_stride"])
     epochs = int(train["epochs"])
-    if epochs < 1:
-        raise PipelineError(f"wordlm.train.epochs is {epochs}; it must be at least 1")
     log(f"| model {name}: {cfg['type']}, {config['parameters']:,} parameters, vocabulary {ntokens:,}, "
         f"{len(corpus.train):,} training tokens"
         + (f", receptive field {config['receptive_field']} tokens" if "receptive_field" in config else ""))
@@ -327,7 +326,9 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
                        trained_context=config["trained_context"],
                        eval_context=None if isinstance(model, RNNModel) else context,
                        eval_stride=None if isinstance(model, RNNModel) else stride,
-                       receptive_field=config.get("receptive_field"))
+                       receptive_field=config.get("receptive_field"),
+                       # fp32 on the CPU; its kernels, picked by instruction set, set the last bits
+                       **hardware(torch.device("cpu"), None))
         live.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         live.make_summary()
         live.end()
