@@ -19,7 +19,8 @@ def run_stage(main) -> None:
         stage = os.environ.get("DVC_STAGE")  # set by dvc repro / dvc exp run
         if stage:
             # DVC clears a stage's (non-persistent) outputs from the workspace before running it;
-            # the last good ones stay in its cache until dvc.lock names new ones.
-            print(f"note: the last good outputs of {stage} are in DVC's cache: `dvc checkout {stage}` "
-                  f"puts them back in the workspace.", file=sys.stderr)
+            # the last good ones stay in its cache (metrics files: in git) until dvc.lock names new ones.
+            print(f"note: DVC clears a stage's outputs before running it; the last good ones of {stage} come "
+                  f"back with `dvc checkout {stage}` (and `git checkout metrics` for the metrics files git "
+                  f"keeps).", file=sys.stderr)
         sys.exit(1)

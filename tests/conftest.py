@@ -169,6 +169,12 @@ def reproduced(tmp_path_factory) -> Path:
     return project
 
 
+def restore_committed(project: Path) -> None:
+    """Put a project that a test changed back to its committed run: files git tracks, then the
+    outputs DVC cached, as links again (DVC copies a persistent output's links before re-running it)."""
+    run("git checkout -- . && dvc checkout --force --relink", cwd=project)
+
+
 @pytest.fixture(scope="session")
 def repro_log(reproduced: Path) -> str:
     """What `dvc repro` printed while making the reproduced project."""

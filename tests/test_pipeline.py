@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import ran, run
+from conftest import ran, restore_committed, run
 from dlreport.evaluation import DIFF_METRICS
 
 
@@ -93,7 +93,7 @@ def test_devices_param_leaves_the_cpu_variant_alone(reproduced: Path):
         assert ran(output, "train_resnet@gpu1") or ran(output, "train_resnet@gpu8"), output
         assert not ran(output, "train_resnet@cpu") and mtimes(p / "runs/resnet/cpu") == before, output
     finally:
-        run(["git", "checkout", "params.yaml"], cwd=p)
+        restore_committed(p)
 
 
 def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
@@ -113,6 +113,10 @@ def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
     exp_diff = run(["dvc", "exp", "diff", "epoch1", "epoch2", "--all"], cwd=p)
     assert "last.acc1" in exp_diff.stdout and "eval.epochs" in exp_diff.stdout
     assert "failed to load" not in exp_diff.stdout + exp_diff.stderr
+    # The README's way back to the default epochs: DVC's run-cache restores them, nothing re-runs.
+    out = run("git checkout params.yaml && dvc repro", cwd=p).stdout
+    assert "Running stage" not in out and "is cached" in out, out
+    restore_committed(p)
 
 
 def corrupted_cache_files(project: Path) -> list[str]:
@@ -142,7 +146,6 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
     checkpoints = p / "runs/resnet/cpu/checkpoints"
     first = checkpoints / "epoch_01.pt"
     assert first.stat().st_nlink == 2 or first.is_symlink(), "a link to the cache, not a copy"
-    restore = "git checkout -- . && dvc checkout --force"  # back to the committed run
     try:
         first.unlink()
         run(["dvc", "checkout", "train_resnet@cpu"], cwd=p)
@@ -177,14 +180,17 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
         assert not progress.exists() and not corrupted_cache_files(p)
         seed1 = json.loads((p / "metrics/train_resnet_cpu.json").read_text())
         assert seed1["epochs"] == 2
+        # The README's `dvc exp save` with targets (without data.dvc's archive, untargeted fails).
+        run(["dvc", "exp", "save", "-n", "saved", "train_resnet@cpu"], cwd=p)
+        assert "saved" in run(["dvc", "exp", "list", "--name-only"], cwd=p).stdout
 
         # Back to the committed run, then the experiment's run again.
-        run(restore, cwd=p)
+        restore_committed(p)
         assert json.loads((p / "metrics/train_resnet_cpu.json").read_text()) != seed1
         run(["dvc", "exp", "apply", "seed1"], cwd=p)
         assert json.loads((p / "metrics/train_resnet_cpu.json").read_text()) == seed1
         assert "changed" not in run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout
         assert not corrupted_cache_files(p)
     finally:
-        run(restore, cwd=p)
+        restore_committed(p)
     assert run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout.strip().endswith("up to date.")

@@ -127,7 +127,8 @@ def test_figures_exist_and_open(reported: Path):
 
 
 def test_provenance(reported: Path, report: dict):
-    commit = run(["git", "rev-parse", "HEAD"], cwd=reported).stdout.strip()
+    # The report was written before its results were committed: it names the code's commit.
+    commit = run(["git", "rev-parse", "HEAD~1"], cwd=reported).stdout.strip()
     body = report["7"]
     assert f"git commit: `{commit}`" in body
     assert "params: as committed" in body

@@ -98,8 +98,8 @@ def test_gpu_variants_skip_without_devices_and_fail_beyond_present(tmp_path: Pat
     out.mkdir()
     (out / "keep.txt").write_text("earlier results stay")
     launch.launch_or_skip(params, "gpu8", "unused", str(out), str(summary), "params.yaml", "unused")
-    recorded = yaml.safe_load(summary.read_text())
-    assert recorded["status"] == "skipped" and recorded["reason"] == reason
+    assert yaml.safe_load(summary.read_text()) == {"status": "skipped", "gpus": 8}
+    assert yaml.safe_load((out / "status.json").read_text()) == {"status": "skipped", "reason": reason}
     assert (out / "keep.txt").read_text() == "earlier results stay"
 
 

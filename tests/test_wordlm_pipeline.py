@@ -62,7 +62,7 @@ def test_default_pipeline_offline(reproduced: Path, repro_log: str):
 
 
 def test_stage_scripts_report_errors_in_one_line(tmp_path: Path):
-    project = make_project(tmp_path / "project", dict(TINY_PARAMS, generate={"temperature": 0.0001}), git=False)
+    project = make_project(tmp_path / "project", TINY_PARAMS, git=False)
     result = run(["python", "stages/train_wordlm.py", "--model", "lstm"], cwd=project, check=False)
     assert result.returncode == 1 and result.stderr.strip().startswith("error: ")
     assert "datasets/corpus" in result.stderr and "dvc update data.dvc" in result.stderr
