@@ -210,8 +210,10 @@ def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_
             cur_loss = interval_loss.item() / log_interval
             elapsed = time.time() - start
             lr = optimizer.param_groups[0]["lr"]
-            log("| epoch {:3d} | {:5d}/{:5d} batches | lr {:02.2f} | ms/batch {:5.2f} | "
-                "loss {:5.2f} | ppl {:8.2f}".format(epoch, batch, nbatches, lr, elapsed * 1000 / log_interval,
+            # the example's `lr {:02.2f}`, except for the small lrs of AdamW, which it would print as 0.00
+            lr_text = f"{lr:02.2f}" if lr >= 0.01 else f"{lr:.1e}"
+            log("| epoch {:3d} | {:5d}/{:5d} batches | lr {} | ms/batch {:5.2f} | "
+                "loss {:5.2f} | ppl {:8.2f}".format(epoch, batch, nbatches, lr_text, elapsed * 1000 / log_interval,
                                                     cur_loss, math.exp(min(cur_loss, 50))))
             if on_interval:
                 on_interval(dict(loss=cur_loss, ppl=math.exp(min(cur_loss, 50)), lr=lr,
