@@ -138,14 +138,18 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
 # --------------------------------------------------------------------------------------
 # diff_predictions
 # --------------------------------------------------------------------------------------
-def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test: binomial test of the discordant pairs against p = 1/2."""
-    n = only_a + only_b
+def mcnemar_log10_p(only_a: int, only_b: int) -> float:
+    """log10 of the two-sided exact McNemar test's p: the binomial test of the discordant pairs
+    against 1/2, summed in integers (exact where a float p would underflow to 0)."""
+    n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+        return 0.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(0.0, math.log10(2 * tail) - n * math.log10(2))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    return 10 ** mcnemar_log10_p(only_a, only_b)
 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -247,8 +251,11 @@ def evaluated_epochs(folder: Path) -> list[int]:
     return sorted(int(p.stem.rsplit("_", 1)[1]) for p in Path(folder).glob("predictions_epoch_*.csv"))
 
 
-# What `dvc metrics show` lists of a comparison; every count is in <out>/summary.json.
-DIFF_METRICS = ("epoch_a", "epoch_b", "differing", "only_a_right", "only_b_right", "mcnemar_p")
+def diff_metrics(counts: dict) -> dict:
+    """What `dvc metrics show` lists of a comparison (every count is in <out>/summary.json). The
+    p-value as its log10: DVC prints metrics to 5 decimals, so p = 2e-54 would read 0.0."""
+    return {**{key: counts[key] for key in ("epoch_a", "epoch_b", "differing", "only_a_right", "only_b_right")},
+            "mcnemar_log10_p": round(mcnemar_log10_p(counts["only_a_right"], counts["only_b_right"]), 2)}
 
 
 def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:

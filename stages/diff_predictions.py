@@ -5,7 +5,7 @@ from pathlib import Path
 
 from _common import run_stage
 
-from dlreport.evaluation import DIFF_METRICS, diff_predictions
+from dlreport.evaluation import diff_metrics, diff_predictions
 from dlreport.fileio import write_json
 from dlreport.params import load_params
 
@@ -21,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = diff_predictions(load_params(args.params, "diff"), Path(args.predictions), Path(args.prepared),
                               Path(args.data), Path(args.out))
-    write_json(args.metrics, {k: counts[k] for k in DIFF_METRICS})
+    write_json(args.metrics, diff_metrics(counts))
     print(f"epoch {counts['epoch_a']} vs {counts['epoch_b']}: {counts['differing']} of {counts['images']} "
           f"images differ; only A right {counts['only_a_right']}, only B right {counts['only_b_right']}, "
           f"McNemar p = {counts['mcnemar_p']:.3g}")

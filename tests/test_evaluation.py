@@ -54,6 +54,10 @@ def test_mcnemar_exact_textbook_values():
     assert math.isclose(evaluation.mcnemar_exact(11, 3), 940 / 16384)
     assert math.isclose(evaluation.mcnemar_exact(0, 10), 2 / 1024)
     assert evaluation.mcnemar_exact(5, 5) == 1.0 and evaluation.mcnemar_exact(0, 0) == 1.0
+    counts = dict(epoch_a=1, epoch_b=2, differing=10, only_a_right=0, only_b_right=10)
+    assert evaluation.diff_metrics(counts)["mcnemar_log10_p"] == round(math.log10(2 / 1024), 2)
+    tiny = evaluation.diff_metrics({**counts, "only_a_right": 3, "only_b_right": 2000})
+    assert evaluation.mcnemar_exact(3, 2000) == 0.0 and tiny["mcnemar_log10_p"] < -590  # exact where floats underflow
 
 
 def test_run_and_epoch_resolution(tmp_path):
