@@ -394,6 +394,18 @@ SCHEMA: dict[str, Rule] = {
         "threads": THREADS,
         "models": Optional(ListOf(Text(r"[A-Za-z0-9_]+", "a key of wordlm.models"))),
     }, frozenset({"models"})),
+    "lm_cost": Section({
+        "models": ListOf(Text(r"[A-Za-z0-9_]+", "a key of wordlm.models"), min_len=2),
+        "lengths": ListOf(Int(min=2), min_len=3),  # an exponent needs 3 lengths to fit
+        "repeats": POSITIVE,
+        "seed": SEED,
+        "ntoken": Int(min=2),
+        "threads": THREADS,
+    }),
+    "claims": Section({
+        "bootstrap": Int(min=100),
+        "seed": SEED,
+    }),
 }
 
 
@@ -468,6 +480,16 @@ def _probe_distances_within_context(p):
                                            f"below reference_context = {c['reference_context']}")
 
 
+def _lm_cost_models(p):
+    chosen, models = p["lm_cost"]["models"], p["wordlm"]["models"]
+    for name in chosen:
+        if name not in models:
+            return "lm_cost.models", f"lm_cost.models lists {name}; allowed: keys of wordlm.models ({', '.join(models)})"
+    if not any(models[name].get("type") == "Transformer" for name in chosen):
+        return ("lm_cost.models", f"lm_cost.models = {_show(chosen)} names no Transformer; allowed: keys of "
+                                  f"wordlm.models including one of type Transformer (its attention is what is fitted)")
+
+
 def _lm_eval_windows(p):
     train = p["wordlm"]["train"]
     for name, m in p["wordlm"]["models"].items():
@@ -486,6 +508,7 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("context_probe.models", "wordlm.models"), _probe_models_are_trained),
     (("context_probe.distances", "context_probe.reference_context"), _probe_distances_within_context),
     (("wordlm.models", "wordlm.train"), _lm_eval_windows),
+    (("lm_cost", "wordlm.models"), _lm_cost_models),
 ]
 
 

@@ -242,3 +242,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+# The cost measurement: three short lengths, one timing each (the exponents are tested apart).
+TINY_PARAMS["lm_cost"] = {"lengths": [16, 32, 64], "repeats": 1}
+TINY_PARAMS["claims"] = {"bootstrap": 200}

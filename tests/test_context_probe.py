@@ -276,7 +276,10 @@ def test_context_probe_stage_end_to_end(reproduced: Path, repro_log: str):
     for name, m in metrics["models"].items():
         assert f"| {name} |" in findings
         assert f"{m['effective_context']} [{m['effective_context_low']}, {m['effective_context_high']}]" in findings
-    assert "1. **A CNN sees a window fixed by its kernel size, depth and dilation.** Supported." in findings
+    assert "- **C11: A CNN's context window is fixed by its kernel size, depth and dilation.** Supported." in findings
+    claims = {c["id"]: c for c in json.loads((folder / "claims.json").read_text())}
+    assert set(claims) == {"C11", "C12", "C14"}
+    assert claims["C11"]["verdict"] == "supported" and claims["C11"]["rule"]
 
     plots = json.loads(run(["dvc", "plots", "show", "--json"], cwd=project).stdout)["data"]
     spec = plots["context_probe_perplexity"][0]["content"]

@@ -95,6 +95,13 @@ BAD = [
     (["train_wordlm.py", "--model", "lstm_long"], "wordlm.models.lstm_long.bptt", 1, "wordlm.models.lstm_long.bptt = 1"),
     (["context_probe.py"], "context_probe.models", ["gru"], "context_probe.models lists gru"),
     (["report.py"], "resnet.lr", "abc", "resnet.lr = abc"),
+    (["lm_cost.py"], "lm_cost.lengths", [64, 128], "lm_cost.lengths = [64, 128]; allowed: a list of distinct values, "
+     "each an integer >= 2, at least 3"),
+    (["lm_cost.py"], "lm_cost.models", ["gcnn", "lstm"], "names no Transformer"),
+    (["lm_cost.py"], "lm_cost.models", ["transformer", "gru"], "lm_cost.models lists gru"),
+    (["lm_cost.py"], "lm_cost.repeats", 0, "lm_cost.repeats = 0"),
+    (["claims.py"], "claims.bootstrap", 10, "claims.bootstrap = 10; allowed: an integer >= 100"),
+    (["claims.py"], "claims.sed", 1, "claims.sed is not a known key of claims (did you mean seed?)"),
 ]
 
 # Outputs that exist before each bad run and must be exactly as they were after it.
@@ -102,7 +109,7 @@ EXISTING = ["runs/resnet/cpu/checkpoints/epoch_01.pt", "runs/resnet/cpu/dvclive/
             "runs/eval/predictions_epoch_07.csv", "reports/diff_predictions/diff_grid.png",
             "datasets/corpus/train.txt", "runs/wordlm/lstm/model.pt", "reports/generated.txt",
             "reports/context_probe/findings.md", "reports/report/report.md", "datasets/tiny-imagenet-200/wnids.txt",
-            "metrics/train_resnet_cpu.json", "metrics/eval.json"]
+            "metrics/train_resnet_cpu.json", "metrics/eval.json", "reports/claims.md", "reports/lm_cost/cost.csv"]
 
 
 def with_value(params: dict, dotted: str, value) -> dict:

@@ -222,6 +222,8 @@ def lm_outputs(root: Path) -> dict:
               "lstm,1,0.5,0.4,0.6\nlstm,10,0.05,0.0,0.1\ngcnn,1,0.4,0.3,0.5\ngcnn,10,0.0,0.0,0.0\n")
     write(root, f"{folder}/findings.md", "# Context probe: how much context the language models use\n\n"
           "1. **A CNN sees a window fixed by its kernel size, depth and dilation.** Supported.\n")
+    (root / "reports/lm_cost").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(root / "reports/lm_cost/cost.png")  # lm_cost's figure
     return {"summaries": summaries, "probe": probe, "words": words, "best_epoch": {"lstm": 2, "gcnn": 1}}
 
 
@@ -247,7 +249,7 @@ def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
     assert "sees at most 31 tokens (its receptive field); its measured effective context, 8 [8, 16] tokens, lies " \
            "inside it" in context
     assert "> 1. **A CNN sees a window fixed by its kernel size, depth and dilation.** Supported." in context
-    assert {"wordlm_curves.png", "context_probe.png"} <= set(images(result["text"]))
+    assert {"wordlm_curves.png", "context_probe.png", "lm_cost.png"} <= set(images(result["text"]))
     for ref in images(result["text"]):
         with Image.open(tmp_path / "out" / ref) as image:
             assert image.format == "PNG"

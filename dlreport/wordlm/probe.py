@@ -38,10 +38,10 @@ import torch.nn.functional as F
 
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
+from dlreport.stats import LEVEL, difference_interval, discrete_interval, interval, resample_weights, resampled_means
 from dlreport.wordlm.corpus import Corpus
 from dlreport.wordlm.train import load_checkpoint, set_threads
 
-LEVEL = 0.95  # of every interval
 PERTURBATIONS = ("shuffle", "random")
 
 
@@ -124,36 +124,7 @@ def score(model, stream: torch.Tensor, targets: torch.Tensor, ks: list[int], dis
 
 
 # ---------------------------------------------------------------------------------------------
-# Bootstrap
-
-def resample_weights(count: int, resamples: int, seed: int) -> torch.Tensor:
-    """(resamples, count): how often each target is drawn in each bootstrap resample."""
-    generator = torch.Generator().manual_seed(seed)
-    drawn = torch.randint(count, (resamples, count), generator=generator)
-    return torch.zeros(resamples, count, dtype=torch.float64).scatter_add_(1, drawn, torch.ones(resamples, count,
-                                                                                                dtype=torch.float64))
-
-
-def resampled_means(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(rows, resamples): the mean of each row of ``losses`` (rows, N) in every resample."""
-    return losses @ weights.t() / losses.size(1)
-
-
-def interval(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Percentile interval (LEVEL) along the last dimension."""
-    if samples.numel() == 0:
-        return samples.sum(dim=-1), samples.sum(dim=-1)
-    tail = (1 - LEVEL) / 2
-    return samples.quantile(tail, dim=-1), samples.quantile(1 - tail, dim=-1)
-
-
-def discrete_interval(samples: torch.Tensor) -> tuple[int, int]:
-    """Percentile interval of a statistic that takes few values (a context length): the values
-    it takes at the two percentiles, never a value in between."""
-    tail = (1 - LEVEL) / 2
-    values = samples.double()
-    return (int(values.quantile(tail, interpolation="lower")), int(values.quantile(1 - tail, interpolation="higher")))
-
+# Effective context
 
 def effective_contexts(means: torch.Tensor, ks: list[int], tolerance: float) -> torch.Tensor:
     """Smallest k whose loss is within ``tolerance`` of the best, for each column of ``means``
@@ -200,12 +171,6 @@ def summarise(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int],
     return r
 
 
-def difference_interval(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Interval of a - b over the shared bootstrap resamples (paired: the same targets)."""
-    low, high = interval((a - b).double())
-    return low.item(), high.item()
-
-
 # ---------------------------------------------------------------------------------------------
 # Findings: each claim of the report's prose, with the numbers that decide it
 
@@ -216,6 +181,111 @@ def fmt_interval(value: float, bounds: tuple[float, float], spec: str = ".3f") -
 def ppl_text(r: dict) -> str:
     lo, hi = r["best_loss_interval"]
     return f"{math.exp(r['best_loss']):.2f} [{math.exp(lo):.2f}, {math.exp(hi):.2f}]"
+
+
+SUPPORTED, CONTRADICTED, NOT_MEASURABLE = "supported", "contradicted", "not measurable"
+# The rules, fixed before any number was seen; the claims ledger shows them beside the verdicts.
+PROBE_RULES = {
+    "C11": "supported if giving each CNN more tokens than its receptive field changes no target's loss by more "
+           "than 1e-6 nats; contradicted otherwise",
+    "C12": "supported if a Transformer trained on more than {reference} tokens predicts better with all of them "
+           "than with {reference} (95% interval of the gain above 0); contradicted if worse (interval below 0); "
+           "not measurable if the interval contains 0; over several such Transformers, supported if some support and "
+           "none contradict, contradicted conversely",
+    "C14": "supported if a Transformer's effective context or its gain beyond {reference} tokens exceeds the CNN's "
+           "trained on as many tokens (95% paired interval of the difference above 0, and neither below 0); "
+           "contradicted if below 0 (and neither above); not measurable otherwise; over the pairs, supported if some "
+           "support and none contradict, contradicted conversely",
+}
+
+
+def combined(verdicts: list[str]) -> str:
+    """One verdict from several models or pairs: supported if some support and none contradict,
+    contradicted conversely, not measurable otherwise."""
+    if SUPPORTED in verdicts and CONTRADICTED not in verdicts:
+        return SUPPORTED
+    if CONTRADICTED in verdicts and SUPPORTED not in verdicts:
+        return CONTRADICTED
+    return NOT_MEASURABLE
+
+
+def probe_claims(results: list[dict], cfg: dict) -> list[dict]:
+    """The report's three claims about context (C11, C12, C14) judged from the probe's numbers:
+    one record each (id, statement, ours, rule, verdict, reason)."""
+    reference = int(cfg["reference_context"])
+    cnns = [r for r in results if r["receptive_field"]]
+    transformers = [r for r in results if r["type"] == "Transformer"]
+    claims = []
+
+    def record(cid, statement, verdict, ours, reason=""):
+        claims.append(dict(id=cid, statement=statement, verdict=verdict, ours=ours, reason=reason,
+                           rule=PROBE_RULES[cid].format(reference=reference)))
+
+    # C11. The CNN's window is fixed by kernel size, depth and dilation.
+    statement = "A CNN's context window is fixed by its kernel size, depth and dilation."
+    measured = [r for r in cnns if "beyond_change" in r]
+    if not measured:
+        record("C11", statement, NOT_MEASURABLE, "-", "no CNN was probed beyond its receptive field (raise "
+               "context_probe.max_context above it)" if cnns else "no CNN was probed")
+    else:
+        exact = all(r["beyond_change"] <= 1e-6 for r in measured)
+        record("C11", statement, SUPPORTED if exact else CONTRADICTED, " ".join(
+            f"`{r['model']}` (receptive field {r['receptive_field']}): giving it more than {r['receptive_field']} "
+            f"tokens (up to {r['curve'][-1]['context']}) changes no target's loss by more than "
+            f"{r['beyond_change']:.1e} nats; its effective context is {r['effective_context']} "
+            f"[{r['effective_context_interval'][0]}, {r['effective_context_interval'][1]}]." for r in measured))
+
+    # C12. The Transformer links any two positions directly, so it can use distant tokens.
+    statement = "A Transformer links any two positions directly (so it can use distant tokens)."
+    long_ = [r for r in transformers if "gain" in r]
+    if not long_:
+        record("C12", statement, NOT_MEASURABLE, "-", f"no Transformer was trained on more than {reference} "
+               f"tokens; positions beyond its trained context are extrapolation (add a long-context variant to "
+               f"wordlm.models)")
+    else:
+        verdicts, parts = [], []
+        for r in long_:
+            low, high = r["gain_interval"]
+            verdicts.append(SUPPORTED if low > 0 else CONTRADICTED if high < 0 else NOT_MEASURABLE)
+            parts.append(f"`{r['model']}` (trained on {r['trained_context']} tokens): loss with {reference} tokens "
+                         f"minus loss with {r['trained_context']} = {fmt_interval(r['gain'], r['gain_interval'])} "
+                         f"nats" + ("" if low > 0 else " - the tokens beyond {0} make its predictions worse"
+                                    if high < 0 else " - no effect of the tokens beyond {0} distinguishable from "
+                                    "zero").format(reference) + ".")
+        verdict = combined(verdicts)
+        parts.append("(That the probe finds such use where it exists is checked by tests/test_context_probe.py: "
+                     "on a corpus whose answers depend on the token exactly 60 back, a Transformer trained on 128 "
+                     "tokens has its loss on the answers fall by 1.5-2 nats from k = 59 to k = 60.)")
+        record("C12", statement, verdict, " ".join(parts),
+               "the gain's 95% interval contains 0" if verdict == NOT_MEASURABLE else "")
+
+    # C14. The Transformer handles long-range dependencies better than the CNN.
+    statement = "The Transformer handles long-range dependencies better than the CNN."
+    pairs = [(t, c) for t in transformers for c in cnns if ("gain" in t) == ("gain" in c)]
+    if not pairs:
+        record("C14", statement, NOT_MEASURABLE, "-", "no Transformer and CNN trained on comparable contexts")
+    else:
+        verdicts, parts = [], []
+        for t, c in pairs:
+            low, high = difference_interval(t["effective_samples"], c["effective_samples"])
+            more, less = [low > 0], [high < 0]
+            part = (f"effective context {t['effective_context']} vs {c['effective_context']}, difference "
+                    f"{t['effective_context'] - c['effective_context']:+d} [{low:+.0f}, {high:+.0f}]")
+            if "gain" in t:
+                glow, ghigh = difference_interval(t["gain_samples"], c["gain_samples"])
+                more.append(glow > 0)
+                less.append(ghigh < 0)
+                part += (f"; gain beyond {reference} tokens {t['gain']:.3f} vs {c['gain']:.3f} nats, difference "
+                         f"{t['gain'] - c['gain']:+.3f} [{glow:+.3f}, {ghigh:+.3f}]")
+            verdict = (SUPPORTED if any(more) and not any(less) else
+                       CONTRADICTED if any(less) and not any(more) else NOT_MEASURABLE)
+            verdicts.append(verdict)
+            parts.append(f"`{t['model']}` vs `{c['model']}`: {verdict} - {part}.")
+        verdict = combined(verdicts)
+        record("C14", statement, verdict, " ".join(parts),
+               "" if verdict != NOT_MEASURABLE else "the pairs disagree" if {SUPPORTED, CONTRADICTED} <= set(verdicts)
+               else "no difference distinguishable from zero")
+    return claims
 
 
 def findings(results: list[dict], cfg: dict, info: dict) -> str:
@@ -236,47 +306,14 @@ def findings(results: list[dict], cfg: dict, info: dict) -> str:
         lines.append(f"| {r['model']} | {r['type']} | {trained} | "
                      f"{r['effective_context']} [{r['effective_context_interval'][0]}, "
                      f"{r['effective_context_interval'][1]}] | {ppl_text(r)} ({r['best_context']}) | {gain} |")
-    cnns = [r for r in results if r["receptive_field"]]
-    transformers = [r for r in results if r["type"] == "Transformer"]
     rnns = [r for r in results if r["type"] not in ("Transformer", "GCNN")]
-    lines += ["", "## Claims of the report", ""]
-
-    # 1. The CNN's window is fixed by kernel size, depth and dilation.
-    text = "1. **A CNN sees a window fixed by its kernel size, depth and dilation.** "
-    measured = [r for r in cnns if "beyond_change" in r]
-    if not measured:
-        text += ("Not testable here: no CNN was probed beyond its receptive field "
-                 "(raise context_probe.max_context above it)." if cnns else "Not testable here: no CNN was probed.")
-    else:
-        exact = all(r["beyond_change"] <= 1e-6 for r in measured)
-        text += ("Supported. " if exact else "Not supported. ") + " ".join(
-            f"`{r['model']}` (receptive field {r['receptive_field']}): giving it more than {r['receptive_field']} "
-            f"tokens (up to {r['curve'][-1]['context']}) changes no target's loss by more than "
-            f"{r['beyond_change']:.1e} nats; its effective context is {r['effective_context']} "
-            f"[{r['effective_context_interval'][0]}, {r['effective_context_interval'][1]}]." for r in measured)
-    lines.append(text)
-
-    # 2. The Transformer can attend to any earlier position.
-    text = "2. **A Transformer can attend to any earlier position.** "
-    long_ = [r for r in transformers if "gain" in r]
-    if not long_:
-        text += (f"Not testable here: no Transformer was trained on more than {reference} tokens, and positions "
-                 f"beyond its trained context are extrapolation (add a long-context variant to wordlm.models). ")
-    for r in long_:
-        low, high = r["gain_interval"]
-        text += (f"For `{r['model']}` (trained on {r['trained_context']} tokens), loss with {reference} tokens minus "
-                 f"loss with {r['trained_context']} = {fmt_interval(r['gain'], r['gain_interval'])} nats: " +
-                 ("supported - it uses the tokens beyond {0} and predicts better with them. " if low > 0 else
-                  "not supported on this corpus - the tokens beyond {0} change its predictions, for the worse. "
-                  if high < 0 else "not supported on this corpus - no measurable effect of the tokens beyond {0}. "
-                  ).format(reference))
-    if long_ and not any(r["gain_interval"][0] > 0 for r in results if "gain" in r):
-        text += f"No model here predicts better with tokens beyond {reference}: the corpus may not reward them. "
-    text += ("(That the probe finds such use where it exists is checked by tests/test_context_probe.py: on a "
-             "corpus whose answers depend on the token exactly 60 back, a Transformer trained on 128 tokens has "
-             "its loss on the answers fall by 1.5-2 nats from k = 59 to k = 60 in 3 training seeds.)")
-    lines.append(text)
-    for r in transformers:
+    lines += ["", "## Claims of the report", "",
+              "Verdicts (supported, contradicted, not measurable) as the claims ledger (`reports/claims.md`) "
+              "lists them, with the numbers that decide:", ""]
+    for claim in probe_claims(results, cfg):
+        lines.append(f"- **{claim['id']}: {claim['statement']}** {claim['verdict'].capitalize()}"
+                     + (f" ({claim['reason']})" if claim["reason"] else "") + f". {claim['ours']}")
+    for r in (r for r in results if r["type"] == "Transformer"):
         beyond = [c for c in r["curve"] if c["extrapolation"]]
         if beyond:
             last = beyond[-1]
@@ -285,30 +322,6 @@ def findings(results: list[dict], cfg: dict, info: dict) -> str:
                          f"{math.exp(last['loss']):.2f} [{math.exp(last['loss_lower']):.2f}, "
                          f"{math.exp(last['loss_upper']):.2f}] against its best {ppl_text(r)} at k = "
                          f"{r['best_context']}: positions it never saw in training.")
-
-    # 3. Which uses more context: the Transformer or the CNN (at comparable trained contexts).
-    text = "3. **The Transformer uses more context than the CNN.** "
-    pairs = [(t, c) for t in transformers for c in cnns if ("gain" in t) == ("gain" in c)]
-    if not pairs:
-        text += "Not testable here: no Transformer and CNN trained on comparable contexts."
-    else:
-        verdicts = []
-        for t, c in pairs:
-            low, high = difference_interval(t["effective_samples"], c["effective_samples"])
-            more, less = [low > 0], [high < 0]
-            part = (f"effective context {t['effective_context']} vs {c['effective_context']}, difference "
-                    f"{t['effective_context'] - c['effective_context']:+d} [{low:+.0f}, {high:+.0f}]")
-            if "gain" in t:
-                glow, ghigh = difference_interval(t["gain_samples"], c["gain_samples"])
-                more.append(glow > 0)
-                less.append(ghigh < 0)
-                part += (f"; gain beyond {reference} tokens {t['gain']:.3f} vs {c['gain']:.3f} nats, difference "
-                         f"{t['gain'] - c['gain']:+.3f} [{glow:+.3f}, {ghigh:+.3f}]")
-            verdict = ("supported" if any(more) and not any(less) else
-                       "contradicted" if any(less) and not any(more) else "not distinguishable")
-            verdicts.append(f"`{t['model']}` vs `{c['model']}`: {verdict} - {part}")
-        text += "; ".join(verdicts) + "."
-    lines.append(text)
 
     # The RNNs: what "trained context" means for them.
     if rnns:
@@ -415,6 +428,7 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
                      lower=round(row["lower"], 6), upper=round(row["upper"], 6)) for r in results for row in r[kind]])
         (tmp / "targets.json").write_text(json.dumps(dict(info, positions=targets.tolist())) + "\n")
         (tmp / "findings.md").write_text(findings(results, cfg, info))
+        write_json(tmp / "claims.json", probe_claims(results, cfg))
         summary = dict(targets=info["targets"], models={r["model"]: headline(r, reference) for r in results})
         write_json(tmp / "summary.json", summary)
     # One metrics file per model (metrics/context_probe/<model>.json): `dvc metrics show` gives each

@@ -1,0 +1,217 @@
+"""The claims ledger: each rule on crafted curves, the paired intervals, the timing claims with
+trained GPU variants (made-up timings in the format train_resnet writes), and the ledger the
+default pipeline writes: a row for every claim, each with a verdict or a reason."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from dlreport.claims import (NOT_MEASURABLE, SUPPORTED, CONTRADICTED, VERDICTS, Ledger, RunFacts,
+                             accuracy_intervals, build_ledger, overfitting, peak_then_slight_fall,
+                             rises_with_epochs, steady_decline)
+from dlreport.report import Inputs
+from dlreport.reporting import compare_devices
+
+CLAIM_IDS = ["C1", "C2", "C3", "C4", "C4b", "C5", "C6", "C7a", "C7b", "C7c", "C7d", "C8a", "C8b", "C8c", "C9",
+             "C10a", "C10b", "C11", "C12", "C14", "C13a", "C13b"]
+CODE_DEPS = {"stages/claims.py", "dlreport/claims.py", "dlreport/stats.py"}
+
+
+def facts(**changes) -> RunFacts:
+    base = dict(sample_images=False, sample_corpus=False, input_size=64, stem="torchvision", epochs=20,
+                variants=["cpu", "gpu1", "gpu8"], lm_models=["lstm"], bootstrap=500, seed=0)
+    return RunFacts(**{**base, **changes})
+
+
+def write(root: Path, rel: str, content) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+# --- the rules on crafted curves ----------------------------------------------------------------
+
+def test_steady_decline():
+    assert steady_decline([5.0 - 0.2 * i for i in range(20)])[0]
+    assert steady_decline([5, 4, 4, 3, 3, 2])[0]                       # ties are not rises
+    assert steady_decline([5, 4, 4.05, 3, 2, 1])[0]                    # a rise of 1.25% of the fall
+    assert not steady_decline([5, 4, 4.5, 3, 2, 1])[0]                 # 12.5%
+    assert not steady_decline([5, 4, 3, 4, 5, 6])[0]                   # ends above where it started
+    assert not steady_decline([5, 5, 5])[0]                            # no fall at all
+
+
+def test_overfitting():
+    train = [4.0 - 0.2 * i for i in range(20)]
+    val_rising = [3.0 - 0.1 * i for i in range(8)] + [2.3 + 0.05 * i for i in range(12)]
+    acc = [10.0 + i for i in range(20)]
+    assert overfitting(train, val_rising, acc, acc)[0]                  # val loss up 24% as train loss falls
+    val_flat = [3.0 - 0.05 * i for i in range(20)]
+    assert not overfitting(train, val_flat, acc, acc)[0]
+    assert overfitting(train, val_flat, [a + 25 for a in acc], acc)[0]  # a 25-point accuracy gap
+    assert not overfitting(train, val_flat, [a + 20 for a in acc], acc)[0]  # 20 points: not above the line
+    # the validation loss rises, but so does the training loss: not over-fitting by this rule
+    assert not overfitting(list(reversed(train)), val_rising, acc, acc)[0]
+
+
+def test_validation_loss_rises():
+    assert rises_with_epochs([3, 2, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0])[0]
+    assert not rises_with_epochs([3, 2.5, 2, 1.8, 1.6, 1.5, 1.4, 1.3])[0]   # falls throughout
+    assert not rises_with_epochs([3, 2, 1.8, 1.6, 1.5, 1.4, 1.3, 1.35])[0]  # lowest in the second half
+    assert not rises_with_epochs([2, 1.0, 1.01, 1.02, 1.03, 1.04])[0]       # up by 4% only
+    assert rises_with_epochs([1, 1, 1.2, 1.2])[0]                           # a tie: the first minimum counts
+
+
+def test_accuracy_peaks_then_falls_slightly():
+    rise = [10.0 + 2 * i for i in range(18)]                  # 10 .. 44
+    assert peak_then_slight_fall(rise + [43.0, 42.5])[0]       # peak 44 at epoch 18, -1.5 at 20
+    assert not peak_then_slight_fall(rise + [45.0, 46.0])[0]   # still rising: the peak is the last epoch
+    assert not peak_then_slight_fall(rise + [40.0, 39.0])[0]   # a fall of 5 points is not slight
+    assert not peak_then_slight_fall(rise + [44.0, 44.0])[0]   # a tie with the peak at the end: no fall
+    assert not peak_then_slight_fall([30.0, 31.0, 32.0, 31.5])[0]  # rose 2 points only
+
+
+def curves(root: Path, run: str, n: int, *, train_loss=None, val_loss=None, train_acc1=None, val_acc1=None):
+    base = f"runs/resnet/{run}/dvclive/plots/metrics"
+    values = {"train/loss": train_loss or [5 - 0.2 * i for i in range(n)],
+              "val/loss": val_loss or [5 - 0.1 * i for i in range(n)],
+              "train/acc1": train_acc1 or [2.0 + 5 * i for i in range(n)],
+              "val/acc1": val_acc1 or [2.0 + 2 * i for i in range(n)]}
+    for key, series in values.items():
+        write(root, f"{base}/{key}.tsv", f"step\t{key.split('/')[1]}\n" + "".join(
+            f"{i}\t{v}\n" for i, v in enumerate(series, 1)))
+    write(root, "metrics/eval.json", {"run": run, "first": {"epoch": 7}, "last": {"epoch": 18}})
+
+
+def ledger(root: Path, **changes) -> dict:
+    claims = Ledger(Inputs(root), facts(**changes)).build()
+    return {c.id: c for c in claims}
+
+
+def test_curve_claims_on_a_full_run_and_a_short_one(tmp_path: Path):
+    curves(tmp_path, "cpu", 20, val_loss=[3.0 - 0.1 * i for i in range(8)] + [2.3 + 0.05 * i for i in range(12)],
+           val_acc1=[10.0 + 2 * i for i in range(18)] + [43.0, 42.5])
+    c = ledger(tmp_path)
+    assert c["C2"].verdict == SUPPORTED
+    assert c["C3"].verdict == CONTRADICTED            # the validation loss rose 24%: over-fitting
+    assert c["C4"].verdict == SUPPORTED and c["C4"].ours == "87.00% at epoch 18"  # within 5 points of 90
+    assert c["C5"].verdict == SUPPORTED and c["C6"].verdict == SUPPORTED
+    assert c["C4b"].verdict == NOT_MEASURABLE and "needs 21 epochs" in c["C4b"].reason
+    short = tmp_path / "short"
+    curves(short, "cpu", 2)
+    s = ledger(short, epochs=2)
+    for cid in ("C2", "C3", "C4", "C5", "C6"):
+        assert s[cid].verdict == NOT_MEASURABLE and "has 2" in s[cid].reason and "resnet.epochs = 2" in s[cid].reason
+    sample = ledger(tmp_path, sample_images=True)  # the same curves from the generated sample
+    assert sample["C2"].verdict == NOT_MEASURABLE and sample["C2"].reason.startswith("sample data")
+    assert sample["C2"].reason.endswith("the rule gives: supported") and sample["C2"].ours == c["C2"].ours
+
+
+
+# --- paired intervals over validation images ----------------------------------------------------
+
+def predictions(truth: list[int], top1: list[int], top5_right: list[bool]) -> pd.DataFrame:
+    rows = []
+    for i, (t, p, in5) in enumerate(zip(truth, top1, top5_right)):
+        others = [c for c in range(10, 20) if c != t][:4]
+        top = [p] + ([t] if in5 and p != t else []) + others
+        rows.append({"file": f"val_{i}.JPEG", "true_index": t, **{f"top{k + 1}_index": top[k] for k in range(5)}})
+    return pd.DataFrame(rows)
+
+
+def test_paired_accuracy_intervals():
+    n = 400
+    truth = [i % 7 for i in range(n)]
+    a = predictions(truth, [t if i % 2 else 9 for i, t in enumerate(truth)], [True] * n)  # Acc@1 50, Acc@5 100
+    b = predictions(truth, truth, [True] * n)                                             # Acc@1 100
+    acc = accuracy_intervals(a, b.sample(frac=1, random_state=0), resamples=500, seed=0)  # any row order
+    (va, ia), (vb, ib), (change, bounds) = acc["acc1"]
+    assert (va, vb, change) == (50.0, 100.0, 50.0)
+    assert ia[0] < 50 < ia[1] and ib == (100.0, 100.0) and bounds[0] < 50 < bounds[1]
+    assert bounds[1] - bounds[0] < 15  # about 2 x 1.96 x 2.5 points
+    assert acc["acc5"][2] == (0.0, (0.0, 0.0))  # both right on every image: no change, no width
+    with pytest.raises(ValueError, match="different images"):
+        accuracy_intervals(a, b.iloc[1:], resamples=10, seed=0)
+
+
+# --- C7: the timing claims with trained GPU variants ---------------------------------------------
+
+def summary(seconds: float, gpus: int, device: str) -> dict:
+    """A trained variant's metrics/train_resnet_<variant>.json (the fields train_resnet writes)."""
+    return {"status": "trained", "processes": max(1, gpus), "gpus": gpus, "device": device, "precision": "bf16",
+            "epochs": 20, "seconds_per_epoch": seconds, "images_per_second": 100_000 / seconds,
+            "total_seconds": 20 * seconds}
+
+
+def test_device_speedups_and_timing_verdicts_with_trained_gpus(tmp_path: Path):
+    summaries = {"cpu": summary(6600.0, 0, "CPU X"), "gpu1": summary(300.0, 1, "GPU Y"),
+                 "gpu8": summary(50.0, 8, "GPU Y")}
+    metrics, table = compare_devices(summaries)
+    assert metrics["speedup_over_cpu"] == {"gpu1": pytest.approx(22.0), "gpu8": pytest.approx(132.0)}
+    assert metrics["scaling_efficiency"] == {"gpu8": pytest.approx(0.75)}  # 300 / 50 / 8
+    assert table.set_index("variant").loc["gpu1", "scaling_efficiency"] is None or \
+        pd.isna(table.set_index("variant").loc["gpu1", "scaling_efficiency"])
+    for variant, s in summaries.items():
+        write(tmp_path, f"metrics/train_resnet_{variant}.json", s)
+    c = ledger(tmp_path)
+    assert c["C7a"].verdict == SUPPORTED  # the report's own figures add up
+    assert c["C7b"].verdict == SUPPORTED and c["C7b"].ours.startswith("110.00 min an epoch")  # 6600 s = 110 min
+    assert c["C7c"].verdict == SUPPORTED and c["C7c"].ours.startswith("22.0x")
+    assert c["C7d"].verdict == CONTRADICTED and c["C7d"].ours.startswith("6.00x, 75%")  # 6x: past 2 x 1.74
+    # eight GPUs that scale as the report's did
+    write(tmp_path, "metrics/train_resnet_gpu8.json", summary(300 / 1.8, 8, "GPU Y"))
+    assert ledger(tmp_path)["C7d"].verdict == SUPPORTED
+    # GPU variants skipped, as on a CPU-only host
+    for variant in ("gpu1", "gpu8"):
+        write(tmp_path, f"metrics/train_resnet_{variant}.json", {"status": "skipped", "gpus": 1})
+    c = ledger(tmp_path)
+    assert c["C7c"].verdict == c["C7d"].verdict == NOT_MEASURABLE
+    assert "no gpu1 variant trained" in c["C7c"].reason and "no gpu1 or gpu8 variant" in c["C7d"].reason
+    assert ledger(tmp_path, sample_images=True)["C7b"].verdict == NOT_MEASURABLE  # 1,000 images, not 100,000
+
+
+# --- the ledger of the default pipeline (tiny params) ------------------------------------------
+
+def test_the_default_run_writes_a_ledger_with_every_claim(reproduced: Path):
+    records = json.loads((reproduced / "reports/claims.json").read_text())
+    assert [r["id"] for r in records] == CLAIM_IDS
+    for r in records:
+        assert r["verdict"] in VERDICTS and r["rule"] and r["statement"], r
+        assert (r["verdict"] == NOT_MEASURABLE) == bool(r["reason"]), r
+    by_id = {r["id"]: r for r in records}
+    assert by_id["C1"]["verdict"] == SUPPORTED  # the architecture does not depend on the data
+    assert by_id["C7a"]["verdict"] == SUPPORTED
+    assert by_id["C11"]["verdict"] == SUPPORTED  # the CNN's loss does not change beyond its receptive field
+    assert by_id["C2"]["reason"].startswith("needs 20 epochs")  # the tiny params train 2
+    assert "no gpu1 variant trained" in by_id["C7c"]["reason"]
+    counts = json.loads((reproduced / "metrics/claims.json").read_text())
+    assert counts == {"claims": len(CLAIM_IDS), **{v.replace(" ", "_"): sum(r["verdict"] == v for r in records)
+                                                   for v in VERDICTS}}
+    page = (reproduced / "reports/claims.md").read_text()
+    for r in records:
+        assert f"| {r['id']} | {r['statement']} |" in page and f"- **{r['id']}**: {r['rule']}." in page
+    report = (reproduced / "reports/report/report.md").read_text()
+    assert "[the claims ledger](../claims.md)" in report and f"{counts['supported']} are supported" in report
+
+
+def test_deps_are_exactly_what_the_ledger_reads(reproduced: Path):
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    _, asked = build_ledger(reproduced, facts(variants=list(params["resnet_runs"]),
+                                              lm_models=list(params["wordlm"]["models"])))
+    deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["claims"]["deps"]) - CODE_DEPS
+
+    def under(path: str, roots: set[str]) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in roots)
+
+    for path in asked:
+        assert under(path, deps), f"{path} is read but not a dep of the claims stage"
+    # the curves read are those of the run eval_epochs evaluated (eval.run: auto picks one), so the
+    # stage depends on every variant's; the others are never read here
+    curve_deps = {f"runs/resnet/{v}/dvclive" for v in params["resnet_runs"]}
+    for dep in deps - curve_deps:
+        assert any(under(path, {dep}) for path in asked), f"dep {dep} is never read"
+    assert sum(any(under(path, {dep}) for path in asked) for dep in curve_deps) == 1
