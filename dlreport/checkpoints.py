@@ -124,7 +124,7 @@ def recover_progress(run_dir: Path, recipe: dict, log=print) -> None:
         shutil.rmtree(progress, ignore_errors=True)  # nothing resumable (killed before its first epoch)
         return
     ahead = load_checkpoint(progress / "resume.pt")
-    if recipe_differences(ahead.get("recipe", {}), recipe):
+    if recipe_differences(ahead.get("recipe", {}), recipe, ahead["epoch"]):
         stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-progress"
         shutil.move(str(progress), str(stale))
         log(f"=> an interrupted run of other params left checkpoints in {progress}; moved to {stale}")
@@ -133,10 +133,11 @@ def recover_progress(run_dir: Path, recipe: dict, log=print) -> None:
     if current.exists() and os.path.samefile(current, progress / "resume.pt"):
         return  # the run folder holds this progress (a plain re-run after an interruption)
     held = load_checkpoint(current) if current.exists() else None
-    if held is not None and not recipe_differences(held.get("recipe", {}), recipe) and held["epoch"] >= ahead["epoch"]:
+    held_differs = held is not None and recipe_differences(held.get("recipe", {}), recipe, held["epoch"])
+    if held is not None and not held_differs and held["epoch"] >= ahead["epoch"]:
         shutil.rmtree(progress)  # the run folder is as far or further
         return
-    if held is not None and recipe_differences(held.get("recipe", {}), recipe):
+    if held_differs:
         move_aside(run_dir, "were restored by DVC for other params while this run was interrupted", log,
                    restart=False)
     files = [f for f in sorted(progress.glob("*.pt"))
@@ -169,9 +170,35 @@ def set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------------------
 # Resuming
 # --------------------------------------------------------------------------------------
-def recipe_differences(saved: dict, current: dict) -> list[str]:
-    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESULT_KEYS
-            if saved.get(k) != current.get(k)]
+# Schedules whose learning rate at an epoch does not depend on the total number of epochs: with
+# these, the first T epochs of a longer run are exactly those of a T-epoch run, so raising
+# resnet.epochs continues a run instead of starting over (DVC 3 has no checkpoint experiments).
+TOTAL_FREE_SCHEDULES = ("constant", "step")
+
+
+def recipe_differences(saved: dict, current: dict, trained: int | None = None) -> list[str]:
+    """The recipe keys that differ. With ``trained`` (the saved run's epochs) a longer
+    ``epochs`` is no difference where the schedule does not depend on the total."""
+    differences = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESULT_KEYS
+                   if saved.get(k) != current.get(k)]
+    if trained is not None and continues(saved, current, trained):
+        differences = [d for d in differences if not d.startswith("epochs:")]
+    return differences
+
+
+def continues(saved: dict, current: dict, trained: int) -> bool:
+    """Whether a run of ``saved``'s recipe, ``trained`` epochs in, is the start of ``current``'s."""
+    return current.get("schedule", "constant") in TOTAL_FREE_SCHEDULES and trained <= current["epochs"]
+
+
+def why_not_continued(saved: dict, current: dict, trained: int) -> str:
+    """Why a run whose recipe differs only in ``epochs`` cannot go on (one clause for the log)."""
+    schedule = current.get("schedule", "constant")
+    if schedule not in TOTAL_FREE_SCHEDULES:
+        return (f"the {schedule} schedule depends on the total number of epochs, so epochs 1-{trained} of a "
+                f"{current['epochs']}-epoch run differ from these")
+    return (f"{trained} epochs are trained, more than resnet.epochs = {current['epochs']}; a shorter run is trained "
+            f"afresh")
 
 
 def dvc_cache_holds(file: Path) -> bool:
@@ -237,11 +264,14 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
                                 "epoch was saved)", log)
         return None, 1
     state = load_checkpoint(resume_path(run_dir))
-    differences = recipe_differences(state.get("recipe", {}), recipe)
+    trained, saved = state["epoch"], state.get("recipe", {})
+    differences = recipe_differences(saved, recipe, trained)
     if differences:
-        move_aside(run_dir, f"were made with other params ({'; '.join(differences)})", log)
+        why = ""
+        if len(differences) == 1 and differences[0].startswith("epochs:"):
+            why = f" - {why_not_continued(saved, recipe, trained)}"
+        move_aside(run_dir, f"were made with other params ({'; '.join(differences)}){why}", log)
         return None, 1
-    trained = state["epoch"]
     missing = [e for e in range(1, trained + 1) if keeps_weights(recipe, e) and e not in epochs]
     if missing:
         move_aside(run_dir, f"lack the weights of epoch(s) {', '.join(map(str, missing))}, which "
@@ -255,6 +285,10 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
             f"(resnet.keep_epochs={recipe.get('keep_epochs', 'all')}, {trained} epochs trained)")
     if trained >= recipe["epochs"]:
         log(f"=> {run_dir}: all {recipe['epochs']} epochs already trained (resume.pt at epoch {trained})")
+    elif saved.get("epochs") != recipe["epochs"]:
+        log(f"=> continuing {run_dir} from epoch {trained} (resume.pt of a {saved.get('epochs')}-epoch run) to "
+            f"{recipe['epochs']} epochs: with the {recipe.get('schedule', 'constant')} schedule its epochs "
+            f"1-{trained} are those of a {recipe['epochs']}-epoch run")
     else:
         log(f"=> resuming {run_dir} from epoch {trained} (resume.pt)")
     return state, trained + 1

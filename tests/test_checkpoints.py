@@ -60,6 +60,25 @@ def test_what_is_never_resumed_is_moved_aside(tmp_path: Path):
         assert not checkpoints.saved_epochs(run)
 
 
+def test_raising_epochs_continues_where_the_schedule_allows(tmp_path: Path):
+    """Constant and step schedules do not depend on the total: a run of 4 epochs is the start of
+    one of 6. Cosine does, and fewer epochs than trained are not a continuation: those start over."""
+    for schedule, epochs, continued in (("constant", 6, True), ("step", 6, True), ("constant", 4, True),
+                                        ("cosine", 6, False), ("constant", 3, False)):
+        base = tmp_path / f"{schedule}-{epochs}"
+        base.mkdir()
+        recipe = {**RECIPE, "schedule": schedule}
+        run = run_folder(base, 4, [1, 2, 3, 4], recipe)
+        log = []
+        state, start = checkpoints.find_resume_point(run, {**recipe, "epochs": epochs}, log.append)
+        if continued:
+            assert state["epoch"] == 4 and start == 5, (schedule, epochs)
+            assert ("continuing" in log[-1]) == (epochs > 4) and checkpoints.saved_epochs(run) == [1, 2, 3, 4]
+        else:
+            assert (state, start) == (None, 1) and "training from epoch 1" in log[0], (schedule, epochs)
+            assert ("depends on the total" if schedule == "cosine" else "a shorter run is trained afresh") in log[0]
+
+
 def test_empty_run_folder_starts_at_epoch_one(tmp_path: Path):
     log = []
     assert checkpoints.find_resume_point(tmp_path / "run", RECIPE, log.append) == (None, 1) and not log

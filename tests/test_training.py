@@ -281,6 +281,27 @@ def test_finished_run_is_not_retrained(reference_run: Path, tiny_prepared: Path,
     assert len(pd.read_csv(out / "dvclive" / "plots" / "metrics" / "val" / "acc1.tsv", sep="\t")) == 2
 
 
+def test_raising_epochs_continues_to_the_weights_of_a_longer_run(reference_run: Path, tiny_prepared: Path,
+                                                                 tmp_path: Path):
+    """The 2-epoch reference run continued to 3 epochs trains epoch 3 only, and ends with weights
+    bit-identical to a 3-epoch run from scratch (constant schedule); a cosine schedule, which
+    depends on the total, trains afresh and says why."""
+    out = tmp_path / "continued"
+    shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
+    log = run_ok(train_command(params_file(tmp_path, epochs=3), tiny_prepared, out), cwd=REPO)
+    assert "continuing" in log and "resume.pt of a 2-epoch run" in log and "to 3 epochs" in log
+    assert "Epoch: [1]" not in log and "Epoch: [3]" in log
+    scratch = tmp_path / "scratch"
+    run_ok(train_command(params_file(tmp_path, epochs=3), tiny_prepared, scratch), cwd=REPO)
+    continued, reference = final_weights(out, 3), final_weights(scratch, 3)
+    assert all(torch.equal(continued[k], reference[k]) for k in reference)
+    assert len(pd.read_csv(out / "dvclive" / "plots" / "metrics" / "val" / "acc1.tsv", sep="\t")) == 3
+    cosine = tmp_path / "cosine"
+    run_ok(train_command(params_file(tmp_path, schedule="cosine"), tiny_prepared, cosine), cwd=REPO)
+    log = run_ok(train_command(params_file(tmp_path, schedule="cosine", epochs=3), tiny_prepared, cosine), cwd=REPO)
+    assert "the cosine schedule depends on the total number of epochs" in log and "Epoch: [1]" in log
+
+
 # ---------------------------------------------------------------------------- torchrun / DDP
 def weight_update(run_dir: Path, epoch: int, seed: int = 0) -> torch.Tensor:
     """All floating-point weights' change from their seeded initialisation, as one vector."""
