@@ -1,32 +1,109 @@
-"""The README against the project: its test command is the one CI runs, its stage graph is
-`dvc dag`'s, its links resolve and its headline figures are the committed metrics - so a change
+"""The README and docs/ against the project: the README stays short and lists every docs/ page;
+its test command is the one CI runs; the stage graph is `dvc dag`'s; every link resolves; every
+figure that moves with a re-run is the committed metrics', params' or files' own; every command
+shown parses, names real stages, params and flags, and names the test that runs it - so a change
 that makes one of them stale fails here instead of misleading a reader."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import shlex
 import subprocess
+from functools import cache
+from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO, run
 
 README = (REPO / "README.md").read_text()
+README_MAX_LINES = 150
+DOCS = REPO / "docs"
+PAGES = sorted(DOCS.glob("*.md"))                            # each listed in the README's contents
+DOCUMENTS = [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]  # each link and command checked
+WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
-def section(title: str) -> str:
-    """The README's text from the heading ``title`` to the next heading of the same level."""
-    match = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^\1 |\Z)", README, re.M | re.S)
-    assert match, f"README has no section {title!r}"
+# --------------------------------------------------------------------------------------
+# Reading the pages
+# --------------------------------------------------------------------------------------
+def read(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+def section(title: str, doc: str = "README.md") -> str:
+    """The text of ``doc`` from the heading ``title`` to the next heading of the same level."""
+    match = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^\1 |\Z)", read(doc), re.M | re.S)
+    assert match, f"{doc} has no section {title!r}"
     return match.group(2)
+
+
+def flat(text: str) -> str:
+    """Text with every run of whitespace one space, so a figure may wrap across lines."""
+    return " ".join(text.split())
 
 
 def code_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, re.S)
 
 
+def prose(text: str) -> str:
+    """``text`` without its fenced code blocks."""
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
 def metrics(name: str) -> dict:
     return json.loads((REPO / "metrics" / name).read_text())
+
+
+def params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def p_value(log10_p: float) -> str:
+    return f"{10 ** log10_p:.1e}"
+
+
+def cpu_label(summary: dict) -> str:
+    """How the pages name the CPU a run's metrics record (torch's capability level, native bf16)."""
+    labels = {("AVX512", True): "AVX-512 BF16", ("AVX2", False): "AVX2"}
+    key = (summary["cpu_capability"], summary["cpu_bf16"])
+    assert key in labels, f"the committed run is from a CPU the docs do not name yet: {key}; add it here"
+    return labels[key]
+
+
+def assert_says(text: str, figures: list[str], where: str):
+    for figure in figures:
+        assert figure in flat(text), f"{where} does not say {figure!r} (its source does)"
+
+
+# --------------------------------------------------------------------------------------
+# Shape: a short README, one page per topic, each listed and each opening with what it answers
+# --------------------------------------------------------------------------------------
+def test_readme_is_short_and_its_contents_list_every_docs_page():
+    lines = len(README.splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; at most {README_MAX_LINES} (move the rest to docs/)"
+    contents = section("Documentation")
+    rows = [row for row in contents.splitlines() if row.startswith("| [")]
+    listed = {link for row in rows for link in re.findall(r"\]\((docs/[^)#]+)\)", row)}
+    for page in PAGES:
+        name = str(page.relative_to(REPO))
+        assert name in listed, f"README's Documentation table does not link {name}"
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) >= 2 and cells[1], f"a contents row without what the page answers: {row}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_page_opens_with_what_it_answers(page: Path):
+    paragraphs = page.read_text().split("\n\n")
+    assert paragraphs[0].startswith("# ") and "\n" not in paragraphs[0], f"{page.name}: no title line first"
+    opening = paragraphs[1]
+    assert not opening.startswith(("#", "|", "```", "-", "!", "*")), f"{page.name} opens with {opening[:40]!r}"
+    assert len(opening.splitlines()) <= 4, f"{page.name}: its opening says more than what it answers"
 
 
 def test_the_test_command_is_what_ci_runs():
@@ -40,51 +117,464 @@ def test_the_test_command_is_what_ci_runs():
     assert ci_lines[-1] == ".venv/bin/python -m pytest -q"
 
 
+# --------------------------------------------------------------------------------------
+# The pipeline page: dvc dag's graph, every stage in the tables
+# --------------------------------------------------------------------------------------
+@cache
+def stage_names() -> tuple[str, ...]:
+    return tuple(run(["dvc", "stage", "list", "--name-only"], cwd=REPO).stdout.split())
+
+
 def test_stage_graph_is_dvc_dag():
     shown = run(["dvc", "dag", "--md"], cwd=REPO).stdout
     graph = re.search(r"```mermaid\n.*?```", shown, re.S).group(0)
-    assert graph in README, f"the README's stage graph is not `dvc dag --md`'s; paste:\n{graph}"
+    assert graph in read("docs/pipeline.md"), f"docs/pipeline.md's stage graph is not `dvc dag --md`'s; paste:\n{graph}"
 
 
-def test_relative_links_resolve():
-    """Each link is a file git tracks or one a stage of dvc.yaml writes (the report)."""
-    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                                 check=True).stdout.splitlines())
+def test_stage_tables_name_every_stage():
+    named = set()
+    for row in section("What each stage writes", "docs/pipeline.md").splitlines():
+        if not row.startswith("| `"):
+            continue
+        base = None
+        for name in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            base = name.split("@")[0] if not name.startswith("@") else base
+            named.add(base + name if name.startswith("@") else name)
+    assert named == set(stage_names()), \
+        f"docs/pipeline.md's stage tables name {sorted(named)}; dvc.yaml has {sorted(stage_names())}"
+
+
+# --------------------------------------------------------------------------------------
+# Links
+# --------------------------------------------------------------------------------------
+def project_files() -> set[str]:
+    """What a clone holds: tracked files and new ones not ignored (work in progress counts)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    return set(listed)
+
+
+def stage_outputs() -> list[str]:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    outputs = [next(iter(o)) if isinstance(o, dict) else o for s in stages.values() for o in s.get("outs", [])]
-    links = re.findall(r"\]\(((?!https?:|#)[^)]+)\)", README)
-    assert links
+    return [next(iter(o)) if isinstance(o, dict) else o for s in stages.values() for o in s.get("outs", [])]
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The #anchors GitHub gives a page's headings: lower case, punctuation but - and _ dropped,
+    spaces to hyphens, a repeated heading numbered."""
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(markdown), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_resolve(doc: Path):
+    """Each relative link is a file (or folder) of the project or one a stage writes (the report),
+    and each #anchor a heading of the page it points into."""
+    files, outputs = project_files(), stage_outputs()
+    folders = {str(Path(f).parent) for f in files} | {str(p) for f in files for p in Path(f).parents}
+    text = doc.read_text()
+    links = re.findall(r"\]\(((?!https?:|mailto:)[^)\s]+)\)", prose(text))
+    if doc.name == "README.md":
+        assert links
     for link in links:
-        assert link in tracked or any(link == o or link.startswith(o.rstrip("/") + "/") for o in outputs), \
-            f"README links {link}, which is neither tracked nor a stage output"
+        path, _, anchor = link.partition("#")
+        target = (doc.parent / path).resolve() if path else doc.resolve()
+        assert target.is_relative_to(REPO.resolve()), f"{doc.name} links {link}, outside the project"
+        name = target.relative_to(REPO.resolve()).as_posix()
+        assert name in files or name in folders or any(name == o or name.startswith(o.rstrip("/") + "/") for o in outputs), \
+            f"{doc.relative_to(REPO)} links {link}, which is neither in the project nor a stage output"
+        if anchor and name.endswith(".md") and target.exists():
+            assert anchor in github_anchors(target.read_text()), \
+                f"{doc.relative_to(REPO)} links {link}, but {name} has no heading with anchor #{anchor}"
 
 
-def test_highlights_are_the_committed_metrics():
-    text = section("The committed results")
+# --------------------------------------------------------------------------------------
+# Figures: each is its source's
+# --------------------------------------------------------------------------------------
+def test_readme_headline_results_are_the_committed_metrics():
+    text = section("What you get")
     ev, diff, cpu = metrics("eval.json"), metrics("diff_predictions.json"), metrics("train_resnet_cpu.json")
-    expected = [
+    data, corpus = metrics("dataset.json"), metrics("corpus.json")
+    lm = [metrics(f"train_wordlm_{m}.json")["test_ppl"] for m in ("lstm", "transformer", "gcnn")]
+    probe = [metrics(f"context_probe/{m}.json") for m in ("lstm", "transformer", "gcnn")]
+    first, last = ev["first"], ev["last"]
+    assert "| result | default run, generated sample data |" in text
+    assert_says(text, [
+        f"at epoch {first['epoch']} | {first['acc1']:.2f} / {first['acc5']:.2f} |",
+        f"at epoch {last['epoch']} | {last['acc1']:.2f} / {last['acc5']:.2f} |",
+        f"epochs {diff['epoch_a']} and {diff['epoch_b']} judge differently | {diff['differing']} of {data['val_images']}: "
+        f"only epoch {diff['epoch_a']} right {diff['only_a_right']}, only epoch {diff['epoch_b']} right "
+        f"{diff['only_b_right']} (McNemar p = {p_value(diff['mcnemar_log10_p'])}) |",
+        "| {:.2f} / {:.2f} / {:.2f} |".format(*lm),
+        "| " + " / ".join(f"{m['effective_context']} [{m['effective_context_low']}, {m['effective_context_high']}]"
+                          for m in probe) + " |",
+        f"{data['train_images']:,} generated images of {data['classes']} classes ({data['val_images']} to validate)",
+        f"a {corpus['train_tokens']:,}-token generated corpus",
+        f"{cpu['device']} with {cpu_label(cpu)}:",
+    ], "README's What you get")
+
+
+def test_plots_page_caption_counts_dvc_yaml_plots():
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in yaml.safe_load(read("dvc.yaml"))["plots"]]
+    vega = [p for p in declared if not p.endswith(".png")]
+    models = len(params()["wordlm"]["models"])
+    assert_says(section("What you get"), [f"it now draws {len(vega)} Vega plots for {WORDS[models]}"],
+                "README's screenshot caption")
+
+
+def test_committed_results_are_the_committed_metrics():
+    """docs/reproducibility.md: the committed run's highlights, and its row in the CPU table."""
+    text = section("The committed results", "docs/reproducibility.md")
+    ev, diff, cpu = metrics("eval.json"), metrics("diff_predictions.json"), metrics("train_resnet_cpu.json")
+    lms = [metrics(f"train_wordlm_{m}.json")["test_ppl"] for m in
+           ("lstm", "transformer", "gcnn", "lstm_long", "transformer_long", "gcnn_long")]
+    assert_says(text, [
+        f"{cpu['device']} with {cpu_label(cpu)} (so ResNet-18 trained in {cpu['precision']})",
         f"epoch {ev['first']['epoch']} | {ev['first']['acc1']:.2f} / {ev['first']['acc5']:.2f} |",
         f"epoch {ev['last']['epoch']} | {ev['last']['acc1']:.2f} / {ev['last']['acc5']:.2f} |",
         f"{diff['differing']} of 600 (only epoch 7 right: {diff['only_a_right']}, "
         f"only epoch 18 right: {diff['only_b_right']};",
-        f"`mcnemar_log10_p` {diff['mcnemar_log10_p']}",
+        f"McNemar p = {p_value(diff['mcnemar_log10_p'])}, `mcnemar_log10_p` {diff['mcnemar_log10_p']}",
         f"train_resnet@cpu ({cpu['precision']}) | {cpu['seconds_per_epoch']:.2f} s/epoch, "
         f"{cpu['images_per_second']:.0f} img/s, {cpu['total_seconds']:.0f} s for {cpu['epochs']} epochs",
-        "LSTM {:.2f}, Transformer {:.2f}, gated CNN {:.2f}; trained on 128 tokens: {:.2f}, {:.2f}, {:.2f}".format(
-            *(metrics(f"train_wordlm_{m}.json")["test_ppl"] for m in
-              ("lstm", "transformer", "gcnn", "lstm_long", "transformer_long", "gcnn_long"))),
-    ]
-    for figure in expected:
-        assert figure in text, f"README's committed results do not say {figure!r} (metrics/ does)"
+        "LSTM {:.2f}, Transformer {:.2f}, gated CNN {:.2f}; trained on 128 tokens: {:.2f}, {:.2f}, {:.2f}".format(*lms),
+    ], "docs/reproducibility.md's committed results")
+    same = section("Same params, same numbers", "docs/reproducibility.md")
+    assert_says(same, [f"epoch-{ev['last']['epoch']} Acc@1 {ev['last']['acc1']:.2f}, LSTM test perplexity {lms[0]:.2f}"],
+                "docs/reproducibility.md")
+    table = section("Across CPUs and precisions", "docs/reproducibility.md")
+    assert_says(table, [
+        f"| {cpu_label(cpu)} (the committed run) | {cpu['precision']} (`auto`) | {ev['first']['acc1']:.2f} / "
+        f"{ev['last']['acc1']:.2f} | {diff['differing']}, {diff['only_a_right']} / {diff['only_b_right']} | {lms[0]:.2f} |",
+    ], "docs/reproducibility.md's CPU table")
+
+
+def test_metrics_show_width_is_measured():
+    """The width of `dvc metrics show`'s table, run here on the committed metrics."""
+    header = run(["dvc", "metrics", "show"], cwd=REPO).stdout.splitlines()[0]
+    assert_says(section("The committed results", "docs/reproducibility.md"),
+                [f"a row per metrics file, {len(header):,} characters wide"], "docs/reproducibility.md")
+    shown = run(["dvc", "metrics", "show", "metrics/eval.json", "metrics/diff_predictions.json"], cwd=REPO).stdout
+    assert "metrics/eval.json" in shown and "metrics/diff_predictions.json" in shown
+
+
+def test_evaluation_tables_are_the_committed_metrics():
+    text = section("What the stages do", "docs/evaluation.md")
+    ev, diff, data = metrics("eval.json"), metrics("diff_predictions.json"), metrics("dataset.json")
+    assert_says(text, [
+        *(f"| {e['epoch']} | {e['acc1']:.2f} | {e['acc5']:.2f} | {e['loss']:.3f} |" for e in (ev["first"], ev["last"])),
+        f"only epoch {diff['epoch_a']} right | only epoch {diff['epoch_b']} right",
+        f"| {diff['differing']} of {data['val_images']} | {diff['only_a_right']} | {diff['only_b_right']} | "
+        f"p = {p_value(diff['mcnemar_log10_p'])} (`mcnemar_log10_p` {diff['mcnemar_log10_p']}) |",
+        f"sample data, {data['val_images']} validation images",
+    ], "docs/evaluation.md")
+
+
+def test_wordlm_table_is_the_committed_metrics():
+    text = section("What the default run measures", "docs/wordlm.md")
+    corpus = metrics("corpus.json")
+    rows = [f"{corpus['train_tokens']:,} training tokens, vocabulary {corpus['vocab_size']:,}",
+            f"{params()['wordlm']['train']['epochs']} epochs each"]
+    for name in params()["wordlm"]["models"]:
+        m = metrics(f"train_wordlm_{name}.json")
+        field = " (receptive field)" if "receptive_field" in m else ""
+        rows.append(f"| {name} | {m['trained_context']}{field} | {m['parameters']:,} | "
+                    f"{m['best_valid_ppl']:.2f} | {m['test_ppl']:.2f} |")
+    assert_says(text, rows, "docs/wordlm.md's default run")
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """A markdown table's rows by their first cell."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| ---")]
+    return {row[0]: row[1:] for row in rows}
+
+
+def numbers(cell: str) -> list[float]:
+    return [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", cell)]
 
 
 def test_probe_table_is_the_committed_metrics():
-    text = section("Word-level language models")
-    table = text[text.index("What the default run measures"):text.index("Claim by claim")]
-    for path in sorted((REPO / "metrics" / "context_probe").glob("*.json")):
-        m = json.loads(path.read_text())
-        row = (f"| {path.stem} | {m['trained_context']}"
-               f"{' (receptive field)' if 'receptive_field' in m else ''} | "
-               f"{m['effective_context']} [{m['effective_context_low']}, {m['effective_context_high']}] | "
-               f"{m['best_ppl']:.2f} [")
-        assert row in table, f"README's probe table has no row starting {row!r}"
+    text = section("What the default run measures", "docs/context-probe.md")
+    table = table_rows(text[:text.index("Claim by claim")])
+    files = sorted((REPO / "metrics" / "context_probe").glob("*.json"))
+    assert set(table) - {"model"} == {p.stem for p in files}, "the probe table's models are not metrics/context_probe's"
+    for path in files:
+        m, (trained, effective, best, gain) = json.loads(path.read_text()), table[path.stem]
+        where = f"docs/context-probe.md's row {path.stem}"
+        field = " (receptive field)" if "receptive_field" in m else ""
+        assert trained == f"{m['trained_context']}{field}", where
+        assert effective == f"{m['effective_context']} [{m['effective_context_low']}, {m['effective_context_high']}]", where
+        assert best.startswith(f"{m['best_ppl']:.2f} ["), where
+        if "gain_beyond_35" in m:  # metrics keep 5 decimals, the table 3
+            shown = numbers(gain)
+            expected = [m["gain_beyond_35"], m["gain_beyond_35_low"], m["gain_beyond_35_high"]]
+            assert all(abs(s - e) <= 6e-4 for s, e in zip(shown, expected, strict=True)), (where, gain, expected)
+        else:
+            assert gain == "-", where
+    claims = text[text.index("Claim by claim"):]
+    cnn, cnn_long = metrics("context_probe/gcnn.json"), metrics("context_probe/gcnn_long.json")
+    tr, tr_long = metrics("context_probe/transformer.json"), metrics("context_probe/transformer_long.json")
+    assert_says(claims, [
+        f"beyond their receptive fields ({cnn['receptive_field']}, {cnn_long['receptive_field']})",
+        f"({tr_long['gain_beyond_35']:.3f} [{tr_long['gain_beyond_35_low']:.3f}, {tr_long['gain_beyond_35_high']:.3f}] nats)",
+        f"effective context {tr['effective_context']} vs {cnn['effective_context']}",
+    ], "docs/context-probe.md's claims")
+
+
+def test_default_run_figures_in_speed_are_the_committed_metrics():
+    text = section("The default run's ResNet-18", "docs/speed.md")
+    cpu, ev, data = metrics("train_resnet_cpu.json"), metrics("eval.json"), metrics("dataset.json")
+    assert_says(text, [
+        f"{cpu['epochs']} epochs of {data['train_images']:,} images plus validation of {data['val_images']}, "
+        f"{cpu['seconds_per_epoch']:.2f} s an epoch in {cpu['precision']} on the {cpu_label(cpu).replace(' ', '-')} EPYC",
+        f"to {ev['first']['acc1']:.2f}% (epoch {ev['first']['epoch']}) and {ev['last']['acc1']:.2f}% "
+        f"(epoch {ev['last']['epoch']}) Acc@1 there",
+    ], "docs/speed.md")
+
+
+def sci(x: float) -> str:
+    """1e-4, as the pages write small params."""
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def test_recipes_are_the_params():
+    p = params()
+    r, train, models = p["resnet"], p["wordlm"]["train"], p["wordlm"]["models"]
+    size = r["input_size"]
+    assert_says(section("Recipe", "docs/resnet.md"), [
+        f"SGD lr {r['lr']:g}, momentum {r['momentum']:g}, weight decay {sci(r['weight_decay'])}, global batch "
+        f"{r['batch_size']}, {r['epochs']} epochs, {size}x{size} input, {r['schedule']} lr",
+    ], "docs/resnet.md's recipe")
+    lstm, transformer = models["lstm"], models["transformer"]
+    assert_says(section("Recipe", "docs/wordlm.md"), [
+        f"emsize {lstm['emsize']}, nhid {lstm['nhid']}, {lstm['nlayers']} layers, SGD lr {lstm['lr']:g} "
+        f"({transformer['lr']:g} for the Transformer), clip {train['clip']:g}, batch {train['batch_size']}, "
+        f"bptt {train['bptt']}, dropout {lstm['dropout']:g}, seed {train['seed']}, {train['epochs']} epochs",
+    ], "docs/wordlm.md's recipe")
+    assert_says(section("What each stage writes", "docs/pipeline.md"), [
+        f"`Linear(512, 200)`), {r['epochs']} epochs, one variant per hardware setting",
+        f"word_language_model example, {train['epochs']} epochs",
+        f"| {p['generate']['words']} words from a trained model",
+    ], "docs/pipeline.md's stage table")
+
+
+def test_sources_and_versions_are_the_files():
+    url = yaml.safe_load(read("data.dvc"))["deps"][0]["path"]
+    assert_says(section("WikiText-2", "docs/real-data.md"), [f"({url}, md5 {params()['wordlm']['data_md5']})"],
+                "docs/real-data.md")
+    pins = re.findall(r"^([\w-]+)==([\w.]+)", read("requirements.txt"), re.M)
+    assert pins, "requirements.txt pins nothing: update docs/development.md's Dependencies and this test"
+    assert_says(section("Dependencies", "docs/development.md"), [f"{name} {version}" for name, version in pins],
+                "docs/development.md's Dependencies")
+    vendored = json.loads(read("tools/plots_page/vendored.json"))["libraries"]
+    assert_says(section("The plots page", "docs/development.md"), [f"{lib['name']} {lib['version']}" for lib in vendored],
+                "docs/development.md's plots page")
+
+
+# --------------------------------------------------------------------------------------
+# Commands: each shown is run by a named test, or says why none can
+# --------------------------------------------------------------------------------------
+# Which test runs each command shown in a bash block of README/docs, or in a page's prose as a
+# script to run. "not run: ..." says why no test can. A command shown but absent here fails
+# test_every_command_shown_names_its_test, and so does an entry no page shows any more.
+# (The README's two commands - install + dvc repro, install + pytest - are .ci/run's:
+# test_the_test_command_is_what_ci_runs; conftest.py's `reproduced` runs dvc repro in a fresh clone.)
+RESOLVED_IN = "tests/test_fresh_clone.py::test_targeted_experiment_on_the_real_archive"
+COVERED: dict[str, list[str]] = {
+    # Real data (README, docs/real-data.md): the official archive is the shared 3,000-image subset's
+    # file:// URL in the test (no network); data.dvc's import is served from a loopback HTTP server.
+    "dvc exp run -S tinyimagenet.source=http://cs231n.stanford.edu/tiny-imagenet-200.zip "
+    "-S tinyimagenet.md5=90528d7ca1a48142e341f4ef8d21d0de": [RESOLVED_IN],
+    "dvc update data.dvc": ["tests/test_wordlm_data.py::test_update_fetches_the_archive_and_the_stages_train_on_it"],
+    "dvc exp run -S wordlm.corpus=data": ["tests/test_wordlm_data.py::test_update_fetches_the_archive_and_the_stages_train_on_it"],
+    # GPUs (README, docs/resnet.md): on a CPU-only host, -S devices=1 must fail before training
+    # and leave @cpu alone; the skip / too-many-GPUs rules themselves are unit-tested.
+    "dvc exp run -S devices=8": ["tests/test_pipeline.py::test_devices_param_leaves_the_cpu_variant_alone",
+                                 "tests/test_training.py::test_gpu_variants_skip_without_devices_and_fail_beyond_present"],
+    "torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 "
+    "stages/train_resnet.py --variant gpu8": ["tests/test_training.py::test_two_nodes_on_loopback"],
+    "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights",
+                                   "tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    # Everyday DVC (README, docs/working-with-dvc.md)
+    "dvc metrics show": ["tests/test_fresh_clone.py::test_dvc_metrics_show_of_the_committed_default_run_is_narrow",
+                         "tests/test_readme.py::test_metrics_show_width_is_measured"],
+    "dvc metrics diff": ["tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_diff_and_exp_show"],
+    "dvc plots show": ["tests/test_pipeline.py::test_dvc_metrics_and_plots_show",
+                       "tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"],
+    "dvc exp run -n seed1 -S resnet.seed=1 train_resnet@cpu":
+        ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    "dvc exp show": ["tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_diff_and_exp_show"],
+    "dvc plots diff <exp1> <exp2>": ["tests/test_plots_page.py::test_plots_diff_of_two_experiments_draws_both_offline"],
+    "dvc exp apply seed1": ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    "dvc exp save -n NAME train_resnet@cpu":
+        ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    # Two epochs compared (docs/evaluation.md): the test's tiny run compares epochs 1 and 2.
+    "dvc exp run -n epoch07 -S eval.epochs=[7]": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
+    "dvc exp run -n epoch18 -S eval.epochs=[18]": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
+    "dvc metrics diff epoch07 epoch18 --all": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
+    "dvc exp diff epoch07 epoch18": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
+    "git checkout params.yaml && dvc repro": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
+    "dvc metrics show metrics/eval.json metrics/diff_predictions.json": ["tests/test_readme.py::test_metrics_show_width_is_measured"],
+    # The probe on real text (docs/context-probe.md): the measurement itself, 64 minutes.
+    "ln -s ../shared/data/wikitext-2-sample data": ["not run: the 64-minute measurement behind the table; "
+                                                    "tests/test_wordlm_data.py trains on the same text, briefly"],
+    "dvc exp run -S wordlm.corpus=data -S wordlm.train.epochs=6 prepare_corpus train_wordlm context_probe":
+        ["not run: the 64-minute measurement behind the table; tests/test_context_probe.py runs the stage on the sample"],
+    # Benchmarks (docs/speed.md): measurements of minutes each, printed, never timed by tests.
+    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": ["not run: a benchmark (minutes)"],
+    "python benchmarks/bench_resnet_input.py --rounds 7": ["not run: a benchmark (minutes)"],
+    "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": ["not run: a benchmark (minutes)"],
+    # The GPU check (docs/gpu-check.md): its CPU mode runs the same steps.
+    "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out gpu_check.json": ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
+    # Development (docs/development.md)
+    "python -m pytest -q": ["not run: the suite itself (.ci/run runs it)"],
+    "python -m pytest -q tests/test_readme.py": ["not run: this file"],
+    "CI=true bash .ci/run": ["not run: CI itself; test_the_test_command_is_what_ci_runs checks that it runs the README's command"],
+    "python tools/plots_page/build.py": ["not run: needs npm and the registry; "
+                                         "tests/test_plots_page.py::test_the_committed_page_is_the_generated_one checks what it wrote"],
+    "python tools/plots_page/headless.py dvc_plots/index.html --screenshot docs/dvc_plots.png --width 2000 --height 2040":
+        ["tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"],
+}
+SCRIPT_SPAN = r"`((?:[A-Z_]+=\S+ )*(?:python3? |torchrun |bash )[^`]*)`"
+
+
+def normalized(command: str) -> str:
+    """A command as one line: continuations joined, the comment dropped, words single-spaced, shell
+    quotes removed (so 'eval.epochs=[7]' reads as DVC gets it)."""
+    command = re.sub(r"(^|\s)#.*$", "", command.replace("\\\n", " "), flags=re.M)
+    return " ".join(word for word in shlex.split(command, posix=True)) if command.strip() else ""
+
+
+def commands_shown() -> dict[str, set[str]]:
+    """Command -> the pages that show it: bash blocks (the README's two commands aside) and
+    scripts named in prose."""
+    shown: dict[str, set[str]] = {}
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        if doc.name == "README.md":
+            text = text.replace(section("Two commands"), "")
+        name = str(doc.relative_to(REPO))
+        for block in code_blocks(text, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                if normalized(line):
+                    shown.setdefault(normalized(line), set()).add(name)
+        for span in re.findall(SCRIPT_SPAN, prose(text)):
+            shown.setdefault(normalized(span), set()).add(name)
+    return shown
+
+
+def test_every_command_shown_names_its_test():
+    shown = commands_shown()
+    missing = sorted(set(shown) - set(COVERED))
+    assert not missing, f"commands shown without a COVERED entry naming the test that runs them: {missing}"
+    stale = sorted(set(COVERED) - set(shown))
+    assert not stale, f"COVERED entries no page shows any more: {stale}"
+    for command, tests in COVERED.items():
+        for test in tests:
+            if test.startswith("not run: "):
+                continue
+            path, _, name = test.partition("::")
+            assert re.search(rf"^def {name}\(", read(path), re.M), f"{command!r}: {test} does not exist"
+
+
+PLACEHOLDER = re.compile(r"<[^>]+>|^\.\.\.$|^\[\w+\]$|^key=value$")
+
+
+def dvc_args(words: list[str], prose_mention: bool = False):
+    """``dvc`` args parsed by DVC's own parser (placeholders such as <exp1> are plain words to it);
+    None if it refuses them. A mention in prose may leave out required arguments (`dvc exp apply`)."""
+    from dvc.cli.parser import get_main_parser
+
+    for filler in ([], ["x"], ["x", "x"]) if prose_mention else ([],):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return get_main_parser().parse_args(words + filler)
+        except (SystemExit, Exception):  # DvcParserError, after DVC logs the reason
+            continue
+    return None
+
+
+def set_param(tmp_path: Path, assignment: str) -> str | None:
+    """The error, if any, of the project's own params check for ``key=value`` set on params.yaml."""
+    from dlreport.errors import PipelineError
+    from dlreport.params import load_params
+
+    key, _, value = assignment.partition("=")
+    values = params()
+    node = values
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    node[key.split(".")[-1]] = yaml.safe_load(value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    try:
+        load_params(path, key)
+    except (PipelineError, KeyError, TypeError) as error:
+        return str(error) or repr(error)
+    return None
+
+
+def script_problems(words: list[str]) -> list[str]:
+    """A python script shown with flags: the script is the project's and has every flag."""
+    if not words or words[0] == "-m":
+        return []
+    script = REPO / words[0]
+    if not script.is_file():
+        return [f"{words[0]} is not a file of the project"]
+    source = script.read_text()
+    return [f"{words[0]} has no option {flag}" for flag in (w.split("=")[0] for w in words[1:] if w.startswith("--"))
+            if f'"{flag}"' not in source]
+
+
+def command_problems(command: str, tmp_path: Path, prose_mention: bool = False) -> list[str]:
+    problems = []
+    for part in command.split(" && "):
+        words = [w for w in part.split() if not re.match(r"^[A-Z_]+=", w)] or [""]
+        program, args = words[0], words[1:]
+        if program in ("python", "python3"):
+            problems += script_problems(args)
+        elif program == "bash":
+            problems += [] if (REPO / args[0]).is_file() else [f"{args[0]} is not a file of the project"]
+        elif program == "torchrun":
+            from torch.distributed.run import get_args_parser
+
+            launched = get_args_parser().parse_args(args)
+            problems += script_problems([launched.training_script, *launched.training_script_args])
+        elif program == "dvc":
+            parsed = dvc_args(args, prose_mention)
+            if parsed is None:
+                problems.append("DVC's parser refuses it")
+                continue
+            kind = parsed.func.__name__
+            targets = [t for t in (getattr(parsed, "targets", None) or []) if not PLACEHOLDER.search(t)]
+            if kind in ("CmdRepro", "CmdExperimentsRun", "CmdCheckout", "CmdExperimentsSave", "CmdDataStatus"):
+                groups = {s.split("@")[0] for s in stage_names()}
+                problems += [f"no stage {t}" for t in targets if t not in stage_names() and t not in groups
+                             and not (REPO / t).is_file()]
+            elif kind in ("CmdMetricsShow", "CmdMetricsDiff", "CmdPlotsShow", "CmdUpdate"):
+                problems += [f"no file {t}" for t in targets if not (REPO / t).exists()]
+            for assignment in getattr(parsed, "set_param", None) or []:
+                if not PLACEHOLDER.search(assignment):
+                    error = set_param(tmp_path, assignment)
+                    problems += [f"-S {assignment}: {error}"] if error else []
+    return problems
+
+
+def test_commands_shown_parse_and_name_real_stages_params_and_flags(tmp_path: Path):
+    """Every command shown - bash blocks, scripts and `dvc ...` in prose - parses with DVC's or
+    torchrun's own parser, targets stages dvc.yaml has, sets params the project's check accepts,
+    and gives scripts flags they have."""
+    shown, mentioned = commands_shown(), {}
+    for doc in DOCUMENTS:
+        for span in re.findall(r"`(dvc [^`]*)`", prose(doc.read_text())):
+            mentioned.setdefault(normalized(span), set()).add(str(doc.relative_to(REPO)))
+    assert len(shown) > 25 and len(mentioned) > 20  # the pages' commands were found
+    problems = {command: found for command in shown if (found := command_problems(command, tmp_path))}
+    problems |= {command: found for command in set(mentioned) - set(shown)
+                 if (found := command_problems(command, tmp_path, prose_mention=True))}
+    assert not problems, "\n".join(f"{sorted(shown.get(c) or mentioned[c])}: {c}: {p}" for c, p in problems.items())
