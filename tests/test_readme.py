@@ -543,7 +543,12 @@ def command_problems(command: str, tmp_path: Path, prose_mention: bool = False) 
         elif program == "torchrun":
             from torch.distributed.run import get_args_parser
 
-            launched = get_args_parser().parse_args(args)
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    launched = get_args_parser().parse_args(args)
+            except SystemExit:
+                problems.append("torchrun's parser refuses it")
+                continue
             problems += script_problems([launched.training_script, *launched.training_script_args])
         elif program == "dvc":
             parsed = dvc_args(args, prose_mention)
