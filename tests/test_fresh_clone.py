@@ -47,7 +47,7 @@ def test_targeted_experiment_then_metrics_diff_and_exp_show(clone: Path):
 
 @needs_shared(TINY_ZIP)
 def test_targeted_experiment_on_the_real_archive(clone: Path):
-    """The README's real-data command, aimed at relabel_val, on the shared Tiny-ImageNet subset."""
+    """The real-data command (README, docs/real-data.md), aimed at relabel_val, on the shared Tiny-ImageNet subset."""
     out = run(["dvc", "exp", "run", "-S", f"tinyimagenet.source={TINY_ZIP.resolve().as_uri()}",
                "-S", f"tinyimagenet.md5={TINY_ZIP_MD5}", "relabel_val"], cwd=clone)
     assert ran(out.stdout, "download_tinyimagenet") and ran(out.stdout, "relabel_val")

@@ -97,7 +97,7 @@ def test_devices_param_leaves_the_cpu_variant_alone(reproduced: Path):
 
 
 def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
-    """The README's workflow: one experiment per epoch, then dvc metrics diff / dvc exp diff."""
+    """docs/evaluation.md's workflow: one experiment per epoch, then dvc metrics diff / dvc exp diff."""
     p = reproduced
     before = mtimes(p / "runs/resnet/cpu")
     for name, epoch in (("epoch1", 1), ("epoch2", 2)):
@@ -113,7 +113,7 @@ def test_metrics_diff_between_epochs_without_retraining(reproduced: Path):
     exp_diff = run(["dvc", "exp", "diff", "epoch1", "epoch2", "--all"], cwd=p)
     assert "last.acc1" in exp_diff.stdout and "eval.epochs" in exp_diff.stdout
     assert "failed to load" not in exp_diff.stdout + exp_diff.stderr
-    # The README's way back to the default epochs: DVC's run-cache restores them, nothing re-runs.
+    # docs/evaluation.md's way back to the default epochs: DVC's run-cache restores them, nothing re-runs.
     out = run("git checkout params.yaml && dvc repro", cwd=p).stdout
     assert "Running stage" not in out and "is cached" in out, out
     restore_committed(p)
@@ -158,7 +158,7 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
         assert ran(out, "train_resnet@cpu") and "already trained" in out, out
         assert not corrupted_cache_files(p)
         # DVC unprotects (copies) a persistent output's linked files before re-running its stage;
-        # --relink turns the copies back into links (the README says so).
+        # --relink turns the copies back into links (docs/working-with-dvc.md says so).
         run(["dvc", "checkout", "--relink", "train_resnet@cpu"], cwd=p)
         assert first.stat().st_nlink == 2
 
@@ -180,7 +180,7 @@ def test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work(reproduce
         assert not progress.exists() and not corrupted_cache_files(p)
         seed1 = json.loads((p / "metrics/train_resnet_cpu.json").read_text())
         assert seed1["epochs"] == 2
-        # The README's `dvc exp save` with targets (without data.dvc's archive, untargeted fails).
+        # docs/working-with-dvc.md's `dvc exp save` with targets (without data.dvc's archive, untargeted fails).
         run(["dvc", "exp", "save", "-n", "saved", "train_resnet@cpu"], cwd=p)
         assert "saved" in run(["dvc", "exp", "list", "--name-only"], cwd=p).stdout
 

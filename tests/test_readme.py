@@ -384,61 +384,67 @@ def test_sources_and_versions_are_the_files():
 # test_every_command_shown_names_its_test, and so does an entry no page shows any more.
 # (The README's two commands - install + dvc repro, install + pytest - are .ci/run's:
 # test_the_test_command_is_what_ci_runs; conftest.py's `reproduced` runs dvc repro in a fresh clone.)
-RESOLVED_IN = "tests/test_fresh_clone.py::test_targeted_experiment_on_the_real_archive"
+REAL_ARCHIVE = "tests/test_fresh_clone.py::test_targeted_experiment_on_the_real_archive"
+WIKITEXT = "tests/test_wordlm_data.py::test_update_fetches_the_archive_and_the_stages_train_on_it"
+FRESH_CLONE = "tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_diff_and_exp_show"
+LINKS_AND_RESUME = "tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"
+EPOCH_DIFF = "tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"
+PLOTS_SHOW = "tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"
+REAL_TEXT_PROBE = "not run: the 64-minute measurement behind the table"
+BENCHMARK = "not run: a benchmark (minutes), printed, never timed by a test"
 COVERED: dict[str, list[str]] = {
     # Real data (README, docs/real-data.md): the official archive is the shared 3,000-image subset's
     # file:// URL in the test (no network); data.dvc's import is served from a loopback HTTP server.
     "dvc exp run -S tinyimagenet.source=http://cs231n.stanford.edu/tiny-imagenet-200.zip "
-    "-S tinyimagenet.md5=90528d7ca1a48142e341f4ef8d21d0de": [RESOLVED_IN],
-    "dvc update data.dvc": ["tests/test_wordlm_data.py::test_update_fetches_the_archive_and_the_stages_train_on_it"],
-    "dvc exp run -S wordlm.corpus=data": ["tests/test_wordlm_data.py::test_update_fetches_the_archive_and_the_stages_train_on_it"],
+    "-S tinyimagenet.md5=90528d7ca1a48142e341f4ef8d21d0de": [REAL_ARCHIVE],
+    "dvc update data.dvc": [WIKITEXT],
+    "dvc exp run -S wordlm.corpus=data": [WIKITEXT],
     # GPUs (README, docs/resnet.md): on a CPU-only host, -S devices=1 must fail before training
     # and leave @cpu alone; the skip / too-many-GPUs rules themselves are unit-tested.
     "dvc exp run -S devices=8": ["tests/test_pipeline.py::test_devices_param_leaves_the_cpu_variant_alone",
                                  "tests/test_training.py::test_gpu_variants_skip_without_devices_and_fail_beyond_present"],
+    # Two 'nodes' of one CPU process each, c10d rendezvous on loopback.
     "torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 "
     "stages/train_resnet.py --variant gpu8": ["tests/test_training.py::test_two_nodes_on_loopback"],
-    "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights",
-                                   "tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    # Resume (docs/resnet.md): the stage's script killed and re-run; `dvc exp run` killed and re-run.
+    "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights", LINKS_AND_RESUME],
     # Everyday DVC (README, docs/working-with-dvc.md)
     "dvc metrics show": ["tests/test_fresh_clone.py::test_dvc_metrics_show_of_the_committed_default_run_is_narrow",
                          "tests/test_readme.py::test_metrics_show_width_is_measured"],
-    "dvc metrics diff": ["tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_diff_and_exp_show"],
-    "dvc plots show": ["tests/test_pipeline.py::test_dvc_metrics_and_plots_show",
-                       "tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"],
-    "dvc exp run -n seed1 -S resnet.seed=1 train_resnet@cpu":
-        ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
-    "dvc exp show": ["tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_diff_and_exp_show"],
+    "dvc metrics diff": [FRESH_CLONE],
+    "dvc plots show": ["tests/test_pipeline.py::test_dvc_metrics_and_plots_show", PLOTS_SHOW],
+    "dvc exp run -n seed1 -S resnet.seed=1 train_resnet@cpu": [LINKS_AND_RESUME],
+    "dvc exp show": [FRESH_CLONE],
     "dvc plots diff <exp1> <exp2>": ["tests/test_plots_page.py::test_plots_diff_of_two_experiments_draws_both_offline"],
-    "dvc exp apply seed1": ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
-    "dvc exp save -n NAME train_resnet@cpu":
-        ["tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"],
+    "dvc exp apply seed1": [LINKS_AND_RESUME],
+    "dvc exp save -n NAME train_resnet@cpu": [LINKS_AND_RESUME],
     # Two epochs compared (docs/evaluation.md): the test's tiny run compares epochs 1 and 2.
-    "dvc exp run -n epoch07 -S eval.epochs=[7]": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
-    "dvc exp run -n epoch18 -S eval.epochs=[18]": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
-    "dvc metrics diff epoch07 epoch18 --all": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
-    "dvc exp diff epoch07 epoch18": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
-    "git checkout params.yaml && dvc repro": ["tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"],
-    "dvc metrics show metrics/eval.json metrics/diff_predictions.json": ["tests/test_readme.py::test_metrics_show_width_is_measured"],
-    # The probe on real text (docs/context-probe.md): the measurement itself, 64 minutes.
-    "ln -s ../shared/data/wikitext-2-sample data": ["not run: the 64-minute measurement behind the table; "
-                                                    "tests/test_wordlm_data.py trains on the same text, briefly"],
+    "dvc exp run -n epoch07 -S eval.epochs=[7]": [EPOCH_DIFF],
+    "dvc exp run -n epoch18 -S eval.epochs=[18]": [EPOCH_DIFF],
+    "dvc metrics diff epoch07 epoch18 --all": [EPOCH_DIFF],
+    "dvc exp diff epoch07 epoch18": [EPOCH_DIFF],
+    "git checkout params.yaml && dvc repro": [EPOCH_DIFF],
+    "dvc metrics show metrics/eval.json metrics/diff_predictions.json":
+        ["tests/test_readme.py::test_metrics_show_width_is_measured"],
+    # The probe on real text (docs/context-probe.md): the stages themselves are tested on short runs.
+    "ln -s ../shared/data/wikitext-2-sample data": [REAL_TEXT_PROBE, WIKITEXT],
     "dvc exp run -S wordlm.corpus=data -S wordlm.train.epochs=6 prepare_corpus train_wordlm context_probe":
-        ["not run: the 64-minute measurement behind the table; tests/test_context_probe.py runs the stage on the sample"],
-    # Benchmarks (docs/speed.md): measurements of minutes each, printed, never timed by tests.
-    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": ["not run: a benchmark (minutes)"],
-    "python benchmarks/bench_resnet_input.py --rounds 7": ["not run: a benchmark (minutes)"],
-    "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": ["not run: a benchmark (minutes)"],
+        [REAL_TEXT_PROBE, WIKITEXT, "tests/test_context_probe.py::test_context_probe_stage_end_to_end"],
+    # Benchmarks (docs/speed.md)
+    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": [BENCHMARK],
+    "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK],
+    "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": [BENCHMARK],
     # The GPU check (docs/gpu-check.md): its CPU mode runs the same steps.
-    "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out gpu_check.json": ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
+    "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out gpu_check.json":
+        ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
     # Development (docs/development.md)
     "python -m pytest -q": ["not run: the suite itself (.ci/run runs it)"],
     "python -m pytest -q tests/test_readme.py": ["not run: this file"],
-    "CI=true bash .ci/run": ["not run: CI itself; test_the_test_command_is_what_ci_runs checks that it runs the README's command"],
-    "python tools/plots_page/build.py": ["not run: needs npm and the registry; "
-                                         "tests/test_plots_page.py::test_the_committed_page_is_the_generated_one checks what it wrote"],
+    "CI=true bash .ci/run": ["not run: CI itself; test_the_test_command_is_what_ci_runs checks it runs the README's command"],
+    "python tools/plots_page/build.py": ["not run: needs npm and the registry",
+                                         "tests/test_plots_page.py::test_the_committed_page_is_the_generated_one"],
     "python tools/plots_page/headless.py dvc_plots/index.html --screenshot docs/dvc_plots.png --width 2000 --height 2040":
-        ["tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"],
+        [PLOTS_SHOW],
 }
 SCRIPT_SPAN = r"`((?:[A-Z_]+=\S+ )*(?:python3? |torchrun |bash )[^`]*)`"
 
@@ -506,13 +512,13 @@ def set_param(tmp_path: Path, assignment: str) -> str | None:
 
     key, _, value = assignment.partition("=")
     values = params()
-    node = values
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    node[key.split(".")[-1]] = yaml.safe_load(value)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(values, sort_keys=False))
     try:
+        node = values
+        for part in key.split(".")[:-1]:
+            node = node[part]
+        node[key.split(".")[-1]] = yaml.safe_load(value)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(values, sort_keys=False))
         load_params(path, key)
     except (PipelineError, KeyError, TypeError) as error:
         return str(error) or repr(error)
