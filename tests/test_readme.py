@@ -520,8 +520,10 @@ def set_param(tmp_path: Path, assignment: str) -> str | None:
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(values, sort_keys=False))
         load_params(path, key)
-    except (PipelineError, KeyError, TypeError) as error:
-        return str(error) or repr(error)
+    except (KeyError, TypeError):
+        return f"params.yaml has no key {key}"
+    except PipelineError as error:
+        return str(error)
     return None
 
 
