@@ -408,6 +408,10 @@ COVERED: dict[str, list[str]] = {
     "stages/train_resnet.py --variant gpu8": ["tests/test_training.py::test_two_nodes_on_loopback"],
     # Resume (docs/resnet.md): the stage's script killed and re-run; `dvc exp run` killed and re-run.
     "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights", LINKS_AND_RESUME],
+    # Continuing (docs/resnet.md): the stage's script continued from 2 to 3 epochs; the rule per schedule.
+    "dvc exp run -S resnet.epochs=30 train_resnet@cpu":
+        ["tests/test_training.py::test_raising_epochs_continues_to_the_weights_of_a_longer_run",
+         "tests/test_checkpoints.py::test_raising_epochs_continues_where_the_schedule_allows"],
     # Everyday DVC (README, docs/working-with-dvc.md)
     "dvc metrics show": ["tests/test_fresh_clone.py::test_dvc_metrics_show_of_the_committed_default_run_is_narrow",
                          "tests/test_readme.py::test_metrics_show_width_is_measured"],
