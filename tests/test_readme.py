@@ -412,6 +412,10 @@ COVERED: dict[str, list[str]] = {
     "dvc exp run -S resnet.epochs=30 train_resnet@cpu":
         ["tests/test_training.py::test_raising_epochs_continues_to_the_weights_of_a_longer_run",
          "tests/test_checkpoints.py::test_raising_epochs_continues_where_the_schedule_allows"],
+    # The claims ledger (docs/claims.md): the stage alone after a full run, and its counts.
+    "dvc repro claims": ["tests/test_claims.py::test_dvc_repro_claims_and_its_metrics",
+                         "tests/test_claims.py::test_the_default_run_writes_a_ledger_with_every_claim"],
+    "dvc metrics show metrics/claims.json": ["tests/test_claims.py::test_dvc_repro_claims_and_its_metrics"],
     # Everyday DVC (README, docs/working-with-dvc.md)
     "dvc metrics show": ["tests/test_fresh_clone.py::test_dvc_metrics_show_of_the_committed_default_run_is_narrow",
                          "tests/test_readme.py::test_metrics_show_width_is_measured"],
