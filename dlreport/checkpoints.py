@@ -26,7 +26,8 @@ import torch
 from dlreport.errors import PipelineError
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
-# (keep_epochs is not one: it changes which weights are kept, not what they are.)
+# (keep_epochs is not one: it changes which weights are kept, not what they are. Nor is deterministic:
+# like the device, it changes which kernels compute the same recipe; a run may resume with either.)
 RESULT_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "input_size", "stem",
                "schedule", "warmup_epochs", "step_size", "gamma", "label_smoothing", "seed",
                "precision", "sync_bn")

@@ -85,6 +85,26 @@ def gpus_used(ctx: Dist) -> int:
     return min(local_world, torch.cuda.device_count()) * nodes
 
 
+def configure_kernels(deterministic: bool, use_cuda: bool) -> None:
+    """Which kernels this process may pick: the fastest (cuDNN times its algorithms once, for the
+    fixed shapes of training) or, with ``resnet.deterministic``, only deterministic ones.
+
+    On the CPU every kernel of the loop is deterministic already (a rerun gives bit-identical
+    weights). On GPUs the fastest choice is not: cuDNN's benchmark may pick other algorithms on
+    another run, and some of them (and cuBLAS with several workspaces) accumulate in a varying
+    order. Deterministic mode turns off the benchmark, makes cuDNN choose deterministic
+    algorithms, gives cuBLAS a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts:
+    call this before the first GPU operation) and makes torch raise on any op that has no
+    deterministic implementation. benchmarks/gpu_check.py measures its cost."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # benchmark: fixed shapes, so cuDNN times its algorithms once and keeps the fastest
+    torch.backends.cudnn.benchmark = use_cuda and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # (setting it imports Inductor's config)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 # --------------------------------------------------------------------------------------
 # Precision and hardware
 # --------------------------------------------------------------------------------------

@@ -318,6 +318,7 @@ SCHEMA: dict[str, Rule] = {
         "seed": SEED,
         "precision": Choice("auto", "fp32", "bf16", "fp16"),
         "sync_bn": Bool(),
+        "deterministic": Bool(),
         "eval_batch_size": POSITIVE,
         "print_freq": POSITIVE,
         "keep_epochs": Either(Choice("all"), ListOf(Int(min=1), min_len=0)),  # the last epoch is always kept

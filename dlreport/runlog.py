@@ -113,27 +113,34 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: Path, history: list[dict], say=print):
-        from torch.utils.tensorboard import SummaryWriter
-
         for name in ("dvclive", "tensorboard"):
             shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
+        # Both are optional here: a bare machine (the GPU check's) may hold torch but not
+        # requirements.txt. Training, checkpoints and the summary need neither.
         try:
             from dvclive import Live
-        except ImportError:  # a bare machine (the GPU check's) may have torch but not requirements.txt
+        except ImportError:
             self.live = None
-            say(f"=> dvclive is not installed: no DVCLive logs in {Path(run_dir) / 'dvclive'}, TensorBoard "
-                f"only (pip install -r requirements.txt for dvc plots)")
+            say(f"=> dvclive is not installed: no DVCLive logs in {Path(run_dir) / 'dvclive'} "
+                f"(pip install -r requirements.txt for dvc plots)")
         else:
             self.live = Live(str(Path(run_dir) / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
-        self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.tb = None
+            say("=> tensorboard is not installed: no TensorBoard logs (pip install -r requirements.txt)")
+        else:
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         for metrics in history:
             self.log(metrics)
 
     def log(self, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
-        for name in EPOCH_METRICS:
-            self.tb.add_scalar(name, metrics[name], epoch)
-        self.tb.flush()
+        if self.tb:
+            for name in EPOCH_METRICS:
+                self.tb.add_scalar(name, metrics[name], epoch)
+            self.tb.flush()
         if self.live:
             self.live.step = epoch
             for name in EPOCH_METRICS:
@@ -144,7 +151,8 @@ class RunLogger:
     def close(self) -> None:
         if self.live:
             self.live.end()
-        self.tb.close()
+        if self.tb:
+            self.tb.close()
 
 
 def write_empty_curves(run_dir: Path) -> None:

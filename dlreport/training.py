@@ -26,7 +26,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from dlreport import checkpoints
-from dlreport.devices import Dist, all_reduce_sum, autocast_dtype, gpus_used, hardware, init_distributed
+from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_kernels, gpus_used, hardware,
+                              init_distributed)
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18, use_gemm_weight_grad
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
@@ -237,12 +238,11 @@ def validate(model, data: Data, recipe: dict, amp, ctx: Dist, log) -> dict:
 def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backend: str = "auto",
           log=print) -> dict | None:
     """Train (or resume) one run; returns the run summary on rank 0, None on other ranks."""
+    configure_kernels(recipe.get("deterministic", False), use_cuda)  # before any GPU work (cuBLAS reads it once)
     ctx = init_distributed(use_cuda, backend)
     check_recipe(recipe, ctx.world)
     run_dir = Path(run_dir)
     say = log if ctx.main else (lambda *a, **k: None)
-    if use_cuda:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     data = load_data(Path(prepared), ctx.device)
     num_classes = len(load_classes(prepared))
 
@@ -250,6 +250,10 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
     model = build_resnet18(num_classes, recipe["stem"])
     if recipe.get("sync_bn") and ctx.world > 1:
         if use_cuda:
+            # Not free for the host: each SyncBatchNorm forward drops the gathered statistics of
+            # empty batches with a boolean mask whose result size the host must read, so with
+            # sync_bn the host waits for the GPU once per BatchNorm layer per step (20 in ResNet-18;
+            # torch/nn/modules/_functions.py, pytorch issue 78549).
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:  # torch's SyncBatchNorm runs on GPUs only
             say("=> resnet.sync_bn ignored: SyncBatchNorm needs GPUs; each CPU process normalises its own batch")
@@ -298,7 +302,10 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
                 metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
             if ctx.main:
                 history.append(metrics)
-                weights = {"epoch": epoch, "model": model.state_dict(), "recipe": dict(recipe),
+                # The weights as CPU tensors: a CPU-only user loads them with a plain
+                # torch.load(path, weights_only=True) (CUDA tensors would need map_location).
+                state_dict = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+                weights = {"epoch": epoch, "model": state_dict, "recipe": dict(recipe),
                            "metrics": metrics, "num_classes": num_classes, "world_size": ctx.world}
                 checkpoints.save_epoch(run_dir, weights, {
                     **weights, "optimizer": step_fn.optimizer.state_dict(),
