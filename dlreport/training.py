@@ -290,7 +290,8 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
     logger = RunLogger(run_dir, history, say) if ctx.main else None
     say(f"=> training {recipe['epochs']} epochs on {ctx.world} process(es), "
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
-        f"{len(data.train_images)} train / {len(data.val_images)} val images")
+        f"{len(data.train_images)} train / {len(data.val_images)} val images"
+        + (", deterministic kernels" if torch.are_deterministic_algorithms_enabled() else ""))
     try:
         for epoch in range(start_epoch, recipe["epochs"] + 1):
             lr = step_fn.optimizer.param_groups[0]["lr"]
