@@ -42,6 +42,7 @@ BAD = [
     (TRAIN, "resnet.schedule", "linear", "resnet.schedule = linear"),
     (TRAIN, "resnet.momentum", 1.5, "resnet.momentum = 1.5"),
     (TRAIN, "resnet.sync_bn", "yes", "true or false"),
+    (TRAIN, "resnet.deterministic", 1, "resnet.deterministic = 1; allowed: true or false"),
     (TRAIN, "resnet.input_size", 16, "an integer >= 32"),
     (TRAIN, "resnet.warmup_epochs", 30, "resnet.warmup_epochs = 30 is longer than resnet.epochs"),
     (TRAIN, "resnet.launch.nnodes", 0, "resnet.launch.nnodes = 0"),

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from conftest import ran, restore_committed, run
 from dlreport.evaluation import diff_metrics
@@ -84,10 +85,12 @@ def test_devices_param_leaves_the_cpu_variant_alone(reproduced: Path):
     status = run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout
     assert "up to date" in status
     before = mtimes(p / "runs/resnet/cpu")
-    result = run(["dvc", "exp", "run", "-S", "devices=1", "compare_devices"], cwd=p, check=False)
+    present = torch.cuda.device_count()  # 0 here; on a GPU host, one more than it has is as impossible
+    result = run(["dvc", "exp", "run", "-S", f"devices={present + 1}", "compare_devices"], cwd=p, check=False)
     output = result.stdout + result.stderr
-    # On this CPU-only host devices=1 is impossible: a clear error before any training...
-    assert result.returncode != 0 and "devices=1 in params.yaml, but this host has 0 CUDA GPU(s)" in output
+    # More GPUs than the host has: a clear error before any training...
+    impossible = f"devices={present + 1} in params.yaml, but this host has {present} CUDA GPU(s)"
+    assert result.returncode != 0 and impossible in output
     # ...raised by a GPU variant (DVC picks either first), while the CPU variant is not re-run.
     try:
         assert ran(output, "train_resnet@gpu1") or ran(output, "train_resnet@gpu8"), output

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import REPO, deep_update, env
 from dlreport import checkpoints, evaluation, launch, training
-from dlreport.devices import Dist
+from dlreport.devices import Dist, configure_kernels
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18
 from dlreport.reporting import layer_table
@@ -300,6 +300,28 @@ def test_raising_epochs_continues_to_the_weights_of_a_longer_run(reference_run: 
     run_ok(train_command(params_file(tmp_path, schedule="cosine"), tiny_prepared, cosine), cwd=REPO)
     log = run_ok(train_command(params_file(tmp_path, schedule="cosine", epochs=3), tiny_prepared, cosine), cwd=REPO)
     assert "the cosine schedule depends on the total number of epochs" in log and "Epoch: [1]" in log
+
+
+def test_deterministic_kernels_are_a_switch_not_a_recipe(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
+    """resnet.deterministic picks which kernels compute the recipe (deterministic ones only, cuDNN
+    without its benchmark, a fixed cuBLAS workspace), not the recipe: a run made without it resumes
+    with it, and the training process says it runs them."""
+    had_workspace = "CUBLAS_WORKSPACE_CONFIG" in os.environ
+    try:
+        configure_kernels(True, use_cuda=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        configure_kernels(False, use_cuda=True)
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        assert torch.backends.cudnn.benchmark
+    finally:
+        configure_kernels(False, use_cuda=False)
+        if not had_workspace:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    out = tmp_path / "run"
+    shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
+    log = run_ok(train_command(params_file(tmp_path, deterministic=True), tiny_prepared, out), cwd=REPO)
+    assert "all 2 epochs already trained" in log and "deterministic kernels" in log, log
 
 
 # ---------------------------------------------------------------------------- torchrun / DDP
