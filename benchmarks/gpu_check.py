@@ -490,11 +490,15 @@ def environment(check: Check, _timeout) -> dict:
                     compute_capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version(),
                     bf16=torch.cuda.is_bf16_supported())
         try:  # facts only: none of them may stop the check
-            info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            version = torch.cuda.nccl.version()  # a tuple; an int in older torch
+            info["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+        except Exception as error:
+            info["nccl"] = f"unknown ({type(error).__name__})"
+        try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=20).stdout.strip()
         except Exception as error:
-            info.setdefault("nccl", f"unknown ({type(error).__name__})")
+            info["driver"] = f"unknown ({type(error).__name__})"
     print("   " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     return info
 
@@ -880,6 +884,7 @@ def main() -> None:
                 env = check.results["environment"]
                 check.versions.update({k: env[k] for k in ("cudnn", "nccl", "driver", "gpu") if k in env},
                                       dvclive=env["dvclive"].split(":")[0])
+                print("   " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
         goals_and_table(check)
     except Interrupted:
         check.report["interrupted"] = "SIGTERM: the check stopped its running step and ended"

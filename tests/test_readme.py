@@ -445,6 +445,8 @@ COVERED: dict[str, list[str]] = {
     # The GPU check (docs/gpu-check.md): its CPU mode runs the same steps.
     "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out gpu_check.json":
         ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
+    "python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json":
+        ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
     # Development (docs/development.md)
     "python -m pytest -q": ["not run: the suite itself (.ci/run runs it)"],
     "python -m pytest -q tests/test_readme.py": ["not run: this file"],
