@@ -208,6 +208,8 @@ def stop(process: subprocess.Popen | None, tag: str, grace: float = GRACE_S) -> 
         known.update(processes_of(tag, root))
         known = _alive(known)
         if not known:
+            if process:
+                process.wait(timeout=10)
             return "they ended on SIGTERM"
         time.sleep(0.2)
     killed = len(known)
