@@ -4,7 +4,8 @@ One code path covers every variant: a single process, or several launched by tor
 CPUs, NCCL on GPUs, one or several nodes) under DistributedDataParallel. The global batch stays as
 configured and is split across processes; the per-epoch sample order and augmentation come from
 ``(seed, epoch)`` alone, so several processes see exactly the images a single process would and a
-resumed run replays the epochs it lost exactly.
+resumed run replays the epochs it lost exactly - on a GPU the same images, but the same arithmetic
+only with ``resnet.deterministic`` (see ``devices.configure_kernels``).
 
 On a GPU the images live in device memory, augmentation runs there as batched ops, and a training
 step never makes the host wait for the device (the meters are read at log lines and epoch ends).
