@@ -571,36 +571,36 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
             raise ParamsError(f"{source}: {found[1]}")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML as DVC reads params.yaml (YAML 1.2 numbers): ``1e-4`` is a float, not a string."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """YAML as DVC reads params.yaml and dvc.lock: ruamel.yaml's safe loader, YAML 1.2 - the call
+    DVC's own reader makes (dvc.utils.serialize.parse_yaml). So `yes`, `on`, `off` and `1:30` are
+    strings, `010` is 10 and `1e-4` a number, as in dvc.lock, where PyYAML (YAML 1.1) would read
+    true, true, false, 90, 8 and the string "1e-4". An empty file is an empty mapping, as for DVC."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text) or {}
 
 
-def load_params(path: str | Path = "params.yaml", *keys: str) -> dict[str, Any]:
-    """Read params.yaml and validate ``keys`` (all sections when none are given)."""
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml as DVC reads it (``read_yaml``), not yet validated; every read of params goes
+    through here."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        params = read_yaml(path.read_text())
+        return read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file. Run the stage from the project folder "
                           f"(or pass --params).") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise ParamsError(f"{path}: not valid YAML{line}. Fix it, or restore it with: "
                           f"git checkout {path}") from None
+
+
+def load_params(path: str | Path = "params.yaml", *keys: str) -> dict[str, Any]:
+    """Read params.yaml and validate ``keys`` (all sections when none are given)."""
+    params = read_params(path)
     validate(params, list(keys), str(path))
     return params

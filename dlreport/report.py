@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
+from ruamel.yaml import YAMLError
 
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir
+from dlreport.params import read_params, read_yaml
 from dlreport.reporting import markdown_table
 
 NOT_AVAILABLE = "Not available"
@@ -57,7 +58,7 @@ class Inputs:
             return None
         try:
             return reader(full)
-        except (ValueError, OSError, yaml.YAMLError, pd.errors.ParserError) as error:
+        except (ValueError, OSError, pd.errors.ParserError) as error:
             raise PipelineError(f"{rel}: unreadable ({error}); re-run the stage that writes it "
                                 f"(dvc repro --force <stage>)") from error
 
@@ -514,11 +515,15 @@ class Report:
         commit = git(root, "rev-parse", "HEAD")
         lines.append(f"- git commit: `{commit or 'unknown'}`")
         head = git(root, "show", "HEAD:params.yaml")
-        if head is None:
+        try:
+            committed = read_yaml(head) if head is not None else None
+        except YAMLError:  # a broken committed file: the workspace's was checked, this one cannot be compared
+            committed = None
+        if committed is None:
             lines.append("- params: unknown whether they differ from the committed ones (no git, or params.yaml "
-                         "not committed)")
+                         "not committed or not valid YAML there)")
         else:
-            changed = params_diff(yaml.safe_load(head) or {}, self.params)
+            changed = params_diff(committed, self.params)
             if changed:
                 lines += ["- params that differ from the committed params.yaml (`git show HEAD:params.yaml`):", "",
                           markdown_table([{"param": k, "committed": json.dumps(a), "this run": json.dumps(b)}
@@ -590,9 +595,9 @@ def params_diff(committed: dict, current: dict) -> list[tuple[str, Any, Any]]:
 
 def lock_hash(root: Path, stage: str, path: str) -> str | None:
     try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
+        lock = read_yaml((root / "dvc.lock").read_text())
         outs = lock["stages"][stage]["outs"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, KeyError, TypeError, YAMLError):
         return None
     return next((o.get("md5") for o in outs if o.get("path") == path), None)
 
@@ -639,7 +644,7 @@ def build_report(root: str | Path, out: str | Path, params: dict | None = None) 
     inputs = Inputs(root)
     if params is None:
         params_file = Path(root) / "params.yaml"
-        params = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+        params = read_params(params_file) if params_file.exists() else {}
     with atomic_dir(out) as tmp:
         report = Report(inputs, params, tmp)
         text = report.render()

@@ -23,6 +23,8 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignor
 
 sys.path.insert(0, str(REPO))
 
+from dlreport.params import read_params  # noqa: E402  (params.yaml as DVC reads it)
+
 
 def needs_shared(path: Path):
     """Skip (with the reason) a test whose real data in ../shared/data is absent."""
@@ -74,7 +76,7 @@ TINY_PARAMS = {
 
 
 def write_params(repo: Path, overrides: dict) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params(REPO / "params.yaml")
     params = deep_update(params, overrides)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params

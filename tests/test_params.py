@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO, ran, restore_committed, run
 from dlreport import params as schema
 
-BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+BASE = schema.read_params(REPO / "params.yaml")
 STAGES = REPO / "stages"
 
 # (stage script and its arguments, dotted key, bad value, text the error must contain).
@@ -188,6 +188,56 @@ def test_numbers_read_as_dvc_reads_them(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 0.0001", "weight_decay: 1e-4"))
     assert schema.load_params(path, "resnet")["resnet"]["weight_decay"] == 1e-4
+
+
+# Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read differently, and some
+# that they read alike.
+SCALARS = ["yes", "no", "on", "off", "Yes", "OFF", "y", "n", "true", "False", "010", "0o10", "0x1F", "0b11", "1_000",
+           "1e-4", "1E4", "1.5e3", ".5", "1:30", "-1:30", "190:20:30", "~", "null", "", ".inf", "-.inf", "'yes'",
+           '"010"', "2001-12-14", "[yes, 010, 1e-4]", "{a: on}"]
+
+
+def test_params_are_read_with_dvcs_own_parser(tmp_path):
+    """read_params gives what DVC's reader (the one behind dvc.lock and `dvc params diff`) gives."""
+    from dvc.utils.serialize import load_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text("".join(f"k{i}: {value}\n" for i, value in enumerate(SCALARS)))
+    ours, dvcs = schema.read_params(path), load_yaml(str(path))
+    assert ours == dvcs and [type(v) for v in ours.values()] == [type(v) for v in dvcs.values()]
+    assert ours["k0"] == "yes" and ours["k10"] == 10 and ours["k15"] == 1e-4 and ours["k19"] == "1:30"
+
+
+# -S values DVC writes into params.yaml as YAML 1.2 reads them and PyYAML does not (yes/no/on/off,
+# 1:30), or as it quotes them (010), or as a number (1e-4: 0.0001)
+SET_VALUES = ["yes", "no", "on", "off", "010", "1e-4", "1:30"]
+
+
+def test_dvc_exp_run_set_values_reach_the_stage_as_dvc_records_them(reproduced):
+    """The issue's case: `dvc exp run -S generate.prompt=yes generate_text` recorded the string
+    "yes" in dvc.lock while the stage read true and refused it. Now the stage sees what DVC
+    records: the prompt it prints (or, for a value the stage refuses, the value its error names)
+    is the one in dvc.lock (or in params.yaml as DVC reads it)."""
+    from dvc.utils.serialize import load_yaml
+
+    p = reproduced
+    try:
+        for value in SET_VALUES:
+            result = run(["dvc", "exp", "run", "-S", f"generate.prompt={value}", "generate_text"], cwd=p, check=False)
+            out = result.stdout + result.stderr
+            assert ran(out, "generate_text") and "Traceback" not in out, out
+            recorded = load_yaml(str(p / "params.yaml"))["generate"]["prompt"]  # what DVC reads and records
+            if isinstance(recorded, str):
+                assert result.returncode == 0, out
+                lock = load_yaml(str(p / "dvc.lock"))["stages"]["generate_text"]["params"]["params.yaml"]
+                assert lock["generate"]["prompt"] == recorded == value, lock
+                assert f"from the prompt {json.dumps(recorded)} ->" in result.stdout, out
+            else:  # 1e-4: a number, which generate.prompt does not allow - and the error names it as DVC has it
+                assert recorded == 1e-4 and result.returncode != 0, out
+                errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+                assert errors == ["error: params.yaml: generate.prompt = 0.0001; allowed: null or a non-empty string"], out
+    finally:
+        restore_committed(p)
 
 
 def test_unreadable_params_file_is_a_clear_error(tmp_path):

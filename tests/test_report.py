@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import REPO, produced, ran, run
 from dlreport.report import LM_MODELS, build_report
+from dlreport.params import read_params
 
 CODE_DEPS = {"stages/report.py", "dlreport/report.py", "dlreport/reporting.py"}
 
@@ -261,7 +262,7 @@ def test_lm_and_context_sections_render_their_numbers(tmp_path: Path):
 
 def test_the_lm_deps_are_what_the_lm_sections_read(tmp_path: Path):
     lm_outputs(tmp_path)
-    models = yaml.safe_load((REPO / "params.yaml").read_text())["wordlm"]["models"]  # what dvc.yaml lists
+    models = read_params(REPO / "params.yaml")["wordlm"]["models"]  # what dvc.yaml lists
     params = {**LM_PARAMS, "wordlm": {**LM_PARAMS["wordlm"], "models": {m: {} for m in models}}}
     asked = build_report(tmp_path, tmp_path / "out", params=params)["inputs"]
     lm = {p for p in asked if "wordlm" in p or "generated" in p or "context_probe" in p}

@@ -22,11 +22,12 @@ from dlreport import checkpoints, evaluation, launch, training
 from dlreport.devices import Dist, configure_kernels
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18
+from dlreport.params import read_params
 from dlreport.reporting import layer_table
 from dlreport.runlog import EPOCH_METRICS
 from dlreport.tinyimagenet import load_split_tensors
 
-BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+BASE = read_params(REPO / "params.yaml")
 # lr 0.01: small enough that BatchNorm's per-process statistics do not send DDP and single-process
 # runs onto visibly different trajectories within two epochs.
 TINY_RECIPE = {"epochs": 2, "batch_size": 64, "eval_batch_size": 100, "print_freq": 100, "precision": "fp32",
