@@ -13,11 +13,13 @@ resume.pt at the previous epoch (that epoch is trained again and its file replac
 """
 from __future__ import annotations
 
-import configparser
+import functools
 import hashlib
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,15 +69,14 @@ def save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint as data only (weights_only=True): unpickling never runs code."""
+def load_checkpoint(path: Path, remedy: str = "re-run the training stage to recreate it") -> dict:
+    """Load a checkpoint (a ResNet run's or a language model's) as data only (weights_only=True):
+    unpickling never runs code. A truncated or foreign file is a PipelineError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such checkpoint.") from None
-    except Exception as error:
-        raise PipelineError(f"{path}: not a readable checkpoint ({error}). Delete it and re-run "
-                            f"the training stage to recreate it.") from None
+    except Exception as error:  # truncated (EOFError), not a zip (RuntimeError), foreign pickles (UnpicklingError)
+        raise PipelineError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]}). Delete it and "
+                            f"{remedy}.") from None
 
 
 def save_epoch(run_dir: Path, weights: dict, resume: dict) -> None:
@@ -202,19 +203,25 @@ def why_not_continued(saved: dict, current: dict, trained: int) -> str:
             f"afresh")
 
 
+@functools.cache
+def dvc_cache_dir(root: str) -> Path | None:
+    """The DVC cache of the project at ``root`` as `dvc cache dir` reports it (the project's,
+    local, global and system config, and DVC's defaults), or None where DVC cannot say."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=root, capture_output=True,
+                                text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
+
+
 def dvc_cache_holds(file: Path) -> bool:
     """Whether DVC's cache holds ``file``'s content (only known under `dvc repro` / `dvc exp run`,
     which set DVC_ROOT): then `dvc checkout` / `dvc exp apply` can always bring it back."""
     root = os.environ.get("DVC_ROOT")
-    if not root:
+    cache = dvc_cache_dir(root) if root else None
+    if cache is None:
         return False
-    cache = Path(root) / ".dvc" / "cache"
-    for name in ("config.local", "config"):  # `dvc cache dir` may have moved it (local first)
-        config = configparser.ConfigParser()
-        config.read(Path(root) / ".dvc" / name)
-        if config.has_option("cache", "dir"):
-            cache = Path(root) / ".dvc" / config.get("cache", "dir")
-            break
     digest = hashlib.md5()
     with open(file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 24), b""):

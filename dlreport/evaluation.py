@@ -22,7 +22,8 @@ from dlreport.training import evaluate_images
 # Which run, which epochs
 # --------------------------------------------------------------------------------------
 def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
-    """``auto``: the variant with the most GPUs that actually trained; else the named one."""
+    """``auto``: the variant with the most GPUs that actually trained; else the named one (a key of
+    resnet_runs: params.py checks)."""
     trained = {name: s for name, s in summaries.items() if s.get("status") == "trained"}
     if spec == "auto":
         if not trained:
@@ -30,34 +31,25 @@ def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
             raise PipelineError(f"eval.run=auto, but no train_resnet variant has trained ({statuses}). "
                                 f"Run dvc repro train_resnet@cpu first.")
         return max(trained, key=lambda n: (trained[n].get("gpus", 0), trained[n].get("processes", 1), n))
-    if spec not in summaries:
-        raise PipelineError(f"eval.run={spec!r} is not a train_resnet variant ({', '.join(summaries)}); "
-                            f"fix eval.run in params.yaml.")
     if spec not in trained:
-        raise PipelineError(f"eval.run={spec!r}: that variant did not train ({summaries[spec].get('status')}; "
-                            f"runs/resnet/{spec}/status.json says why). Use eval.run: auto or a variant that trained.")
+        status = summaries.get(spec, {}).get("status", f"no metrics/train_resnet_{spec}.json among --summaries")
+        raise PipelineError(f"eval.run={spec!r}: that variant did not train ({status}; runs/resnet/{spec}/status.json "
+                            f"says why). Use eval.run: auto or a variant that trained.")
     return spec
 
 
 def resolve_epochs(spec, run_dir: Path) -> list[int]:
+    """The epochs to evaluate: ``all`` saved ones, or the listed ones, each of which must be saved.
+    (params.py keeps eval.epochs within resnet.epochs and resnet.keep_epochs; DVC re-trains a run
+    whose params changed: so a missing epoch means a run folder changed by hand.)"""
     available = saved_epochs(run_dir)
-    if spec == "all":
-        if not available:
-            raise PipelineError(f"{run_dir}/checkpoints holds no epoch_NN.pt; train first.")
-        return available
-    epochs = [int(e) for e in (spec if isinstance(spec, list) else [spec])]
+    epochs = available if spec == "all" else list(spec)
     missing = [e for e in epochs if e not in available]
-    not_kept = [e for e in missing if available and e < available[-1]]
-    if not_kept:
-        keep = load_checkpoint(checkpoint_path(run_dir, available[-1]))["recipe"].get("keep_epochs", "all")
-        raise PipelineError(f"the weights of epoch(s) {', '.join(map(str, not_kept))} were not kept: {run_dir} "
-                            f"trained with resnet.keep_epochs={keep} (saved: {', '.join(map(str, available))}). "
-                            f"Add them to resnet.keep_epochs and re-run train_resnet (it trains again), "
-                            f"or set eval.epochs to saved epochs.")
-    if missing:
-        raise PipelineError(f"epoch(s) {', '.join(map(str, missing))} were never saved in "
-                            f"{run_dir}/checkpoints (saved: {', '.join(map(str, available)) or 'none'}). "
-                            f"Set eval.epochs in params.yaml to saved epochs, or train longer.")
+    if missing or not epochs:
+        raise PipelineError(f"{run_dir}/checkpoints holds no weights of epoch(s) {', '.join(map(str, missing)) or 'any'} "
+                            f"(saved: {', '.join(map(str, available)) or 'none'}). Restore the run with `dvc checkout` "
+                            f"or re-run it (`dvc repro --force train_resnet@{Path(run_dir).name}`), or set eval.epochs "
+                            f"to saved epochs.")
     return epochs
 
 
@@ -156,9 +148,6 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame,
     """Images whose top-1 differs between ``a`` and ``b`` (same images, any order) and the counts."""
     merged = a[["file", "true_index", "true_wnid", "top1_index"]].merge(
         b[["file", "top1_index"]], on="file", suffixes=("_a", "_b"), validate="one_to_one")
-    if len(merged) != len(a) or len(merged) != len(b):
-        raise PipelineError("the two epochs' prediction files cover different images; "
-                            "re-run eval_epochs so both come from the same validation set.")
     right_a = merged.top1_index_a == merged.true_index
     right_b = merged.top1_index_b == merged.true_index
     same = merged.top1_index_a == merged.top1_index_b

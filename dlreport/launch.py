@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dlreport.devices import choose_backend
 from dlreport.errors import PipelineError
 from dlreport.fileio import write_json
 from dlreport.runlog import write_empty_curves
@@ -70,6 +71,8 @@ def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str
     # before torchrun starts any process
     check_recipe(recipe_of(params), nproc * nnodes, f"processes (resnet_runs.{run}.{'gpus' if gpus else 'procs'} = "
                                                      f"{nproc}" + (f" x {nnodes} nodes)" if nnodes > 1 else ")"))
+    if nproc * nnodes > 1:
+        choose_backend(launch.get("backend", "auto"), gpus > 0)
     if nproc == 1 and nnodes == 1:
         train_worker(params, run, prepared, out, summary)
         return

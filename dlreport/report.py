@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from ruamel.yaml import YAMLError
 
+from dlreport.devices import cpu_name, gpu_names
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir
 from dlreport.params import read_params, read_yaml
@@ -541,7 +542,7 @@ class Report:
                          + (f", expected WikiText-2 md5 `{lm['data_md5']}`" if lm.get("corpus") == "data" else "")
                          + f", DVC hash of `datasets/corpus` "
                            f"`{lock_hash(root, 'prepare_corpus', 'datasets/corpus') or 'unknown'}`")
-        cpu, gpus = hardware()
+        cpu, gpus = cpu_name(), gpu_names()
         lines.append(f"- hardware: CPU {cpu}, {os.cpu_count()} logical cores; "
                      + (f"{len(gpus)} GPU(s): {', '.join(gpus)}" if gpus else "no CUDA GPU"))
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
@@ -600,26 +601,6 @@ def lock_hash(root: Path, stage: str, path: str) -> str | None:
     except (OSError, KeyError, TypeError, YAMLError):
         return None
     return next((o.get("md5") for o in outs if o.get("path") == path), None)
-
-
-def hardware() -> tuple[str, list[str]]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus: list[str] = []
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken CUDA setup still gets a report
-        pass
-    return cpu, gpus
 
 
 def versions() -> dict[str, str]:

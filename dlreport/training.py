@@ -61,12 +61,11 @@ def lr_factor(recipe: dict, step: int, steps_per_epoch: int) -> float:
     if name == "cosine":
         progress = (epoch - warmup) / max(1e-8, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if name == "onecycle":  # linear up over warmup (default 30%), linear down to zero
-        warmup = warmup or 0.3 * total
-        if epoch < warmup:
-            return (epoch + 1 / steps_per_epoch) / warmup
-        return max(0.0, (total - epoch) / max(1e-8, total - warmup))
-    raise PipelineError(f"resnet.schedule must be constant, step, cosine or onecycle, not {name!r}")
+    # onecycle: linear up over warmup (default 30%), linear down to zero
+    warmup = warmup or 0.3 * total
+    if epoch < warmup:
+        return (epoch + 1 / steps_per_epoch) / warmup
+    return max(0.0, (total - epoch) / max(1e-8, total - warmup))
 
 
 @dataclass

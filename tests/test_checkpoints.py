@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
+from conftest import run as run_command
 from dlreport import checkpoints
 
 RECIPE = {"epochs": 4, "batch_size": 64, "lr": 0.1, "seed": 0, "keep_epochs": "all"}
@@ -141,9 +142,14 @@ def test_checkpoints_dvc_has_cached_are_removed_not_moved_aside(tmp_path: Path, 
     import shutil
 
     root = tmp_path / "project"
-    cache = tmp_path / "elsewhere" / "cache"  # `dvc cache dir --local` moved it
-    (root / ".dvc").mkdir(parents=True)
-    (root / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
+    root.mkdir()
+    run_command(["dvc", "init", "--no-scm", "-q"], cwd=root)
+    # The user's global DVC config moved the cache (`dvc cache dir --global`), which no file of the
+    # project names: DVC's own `dvc cache dir` knows.
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(tmp_path / "global-config"))
+    cache = tmp_path / "elsewhere" / "cache"
+    run_command(["dvc", "cache", "dir", "--global", str(cache)], cwd=root)
+    assert not (root / ".dvc" / "config.local").exists() and str(cache) not in (root / ".dvc" / "config").read_text()
     run = run_folder(root / "runs", 2, [1, 2])
     for name in ("epoch_01.pt", "resume.pt"):  # committed; epoch_02.pt is not in the cache
         digest = hashlib.md5((run / "checkpoints" / name).read_bytes()).hexdigest()

@@ -3,21 +3,16 @@ dlreport/params.py and fails with one `error:` line naming the key, the value an
 allowed - no traceback, no output touched, no checkpoint moved."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import runpy
 import sys
-import traceback
 
 import pytest
 import yaml
 
-from conftest import REPO, ran, restore_committed, run
+from conftest import REPO, STAGES, ran, restore_committed, run, run_stage_in_process
 from dlreport import params as schema
 
 BASE = schema.read_params(REPO / "params.yaml")
-STAGES = REPO / "stages"
 
 # (stage script and its arguments, dotted key, bad value, text the error must contain).
 # DELETE removes the key. Every section of params.yaml has rows here.
@@ -129,26 +124,6 @@ def with_value(params: dict, dotted: str, value) -> dict:
 def snapshot(root) -> dict:
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "params.yaml"}
-
-
-def run_stage_in_process(script_and_args: list[str]) -> tuple[int, str]:
-    """Run a stage entry point as `python stages/<script> ...` would, in this process (the
-    interpreter and torch start once for the whole table); returns (exit status, stderr)."""
-    script, *args = script_and_args
-    err = io.StringIO()
-    argv = sys.argv
-    sys.argv = [str(STAGES / script), *args]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            runpy.run_path(str(STAGES / script), run_name="__main__")
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    except Exception:  # escaped run_stage: as a subprocess this would be a traceback
-        status, err = "exception", io.StringIO(traceback.format_exc())
-    finally:
-        sys.argv = argv
-    return status, err.getvalue()
 
 
 def test_the_committed_params_are_valid():

@@ -9,12 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlreport.errors import PipelineError
 from dlreport.wordlm.corpus import Corpus, batchify, write_corpus
 from dlreport.wordlm.generate import generate_text, generate_words
 from dlreport.wordlm.models import MODEL_TYPES, GCNNModel, build_model, receptive_field
 from dlreport.wordlm.sample import generate_sample
-from dlreport.wordlm.train import (decay_lr, evaluate, linear_cross_entropy, load_checkpoint, make_optimizer,
+from dlreport.wordlm.train import (decay_lr, evaluate, linear_cross_entropy, load_model, make_optimizer,
                                    train_epoch, train_wordlm)
 
 TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, dilations=[1, 2, 4])
@@ -95,8 +94,6 @@ def test_decoding_only_the_last_positions_gives_their_full_logits(kind: str):
             logits, _ = model(tokens, last=last)
             assert logits.shape == (min(last, 12), 3, 50)
             torch.testing.assert_close(logits, full[-last:], rtol=1e-5, atol=1e-5)
-        with pytest.raises(ValueError, match="at least 1"):
-            model(tokens, last=0)
 
 
 def test_gcnn_sees_exactly_its_receptive_field():
@@ -134,8 +131,6 @@ def test_windowed_evaluation_gives_every_target_its_context():
     assert exact == pytest.approx(manual, abs=1e-5)
     assert evaluate(model, data, 35, rf + 4, 5) == pytest.approx(exact, abs=1e-5)
     assert evaluate(model, data, 35, rf + 4, 7) != pytest.approx(exact, abs=1e-3)  # too little context
-    with pytest.raises(PipelineError, match="eval_stride"):
-        evaluate(model, data, 35, 10, 11)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
@@ -173,7 +168,7 @@ def trained(tmp_path_factory, corpus_dir: Path) -> Path:
 def test_checkpoint_loads_with_weights_only(trained: Path):
     state = torch.load(trained / "gcnn" / "model.pt", weights_only=True)
     assert state["config"]["receptive_field"] == 15 == state["metrics"]["receptive_field"]
-    model, config, vocab = load_checkpoint(trained / "gcnn")
+    model, config, vocab = load_model(trained / "gcnn")
     assert isinstance(model, GCNNModel) and len(vocab) == config["ntokens"]
     assert (trained / "lstm" / "dvclive" / "plots" / "metrics" / "valid" / "ppl.tsv").read_text().count("\n") == 3
 
@@ -190,7 +185,7 @@ def test_generation_is_deterministic(trained: Path, tmp_path: Path):
 
 
 def test_prompt_words_outside_the_vocabulary_warn(trained: Path):
-    model, config, vocab = load_checkpoint(trained / "lstm")
+    model, config, vocab = load_model(trained / "lstm")
     warnings: list[str] = []
     words = generate_words(model, config, vocab, 10, 1.0, 0, f"{vocab[5]} zzzqx {vocab[7]} yyqq", warn=warnings.append)
     assert len(words) == 10 and len(warnings) == 1

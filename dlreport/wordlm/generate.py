@@ -15,7 +15,7 @@ from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_file
 from dlreport.wordlm.corpus import UNK
 from dlreport.wordlm.models import is_windowed
-from dlreport.wordlm.train import load_checkpoint
+from dlreport.wordlm.train import load_model
 
 WORDS_PER_LINE = 20
 
@@ -60,7 +60,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
 def generate_text(gen: dict, runs: str | Path, out: str | Path) -> list[str]:
     name = gen.get("model")
     torch.set_num_threads(1)  # one token a step: threads only add synchronisation
-    model, config, vocab = load_checkpoint(Path(runs) / str(name))
+    model, config, vocab = load_model(Path(runs) / str(name))
     words = generate_words(model, config, vocab, int(gen.get("words", 1000)), float(gen.get("temperature", 1.0)),
                            int(gen.get("seed", 0)), gen.get("prompt"))
     with atomic_file(out) as handle:

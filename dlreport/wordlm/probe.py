@@ -40,7 +40,7 @@ from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.stats import LEVEL, difference_interval, discrete_interval, interval, resample_weights, resampled_means
 from dlreport.wordlm.corpus import Corpus
-from dlreport.wordlm.train import load_checkpoint, set_threads
+from dlreport.wordlm.train import load_model, set_threads
 
 PERTURBATIONS = ("shuffle", "random")
 
@@ -134,7 +134,7 @@ def effective_contexts(means: torch.Tensor, ks: list[int], tolerance: float) -> 
     return torch.tensor(ks)[first]
 
 
-def summarise(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int], distances: list[int], context: int,
+def summarize(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int], distances: list[int], context: int,
               weights: torch.Tensor, tolerance: float, reference: int) -> dict:
     """Every figure of one model's ``score`` with its interval, plus the per-resample statistics
     that comparisons between models need. ``ks`` ends with the trained context T; ``beyond``
@@ -385,12 +385,8 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
     max_context, reference = int(cfg["max_context"]), int(cfg["reference_context"])
     tolerance, seed, batch = float(cfg["tolerance"]), int(cfg["seed"]), int(cfg.get("batch", 500))
     start = time.time()
-    loaded = {name: load_checkpoint(Path(runs) / name) for name in models}
-    vocab = next(iter(loaded.values()))[2]
-    for name, (_, _, other) in loaded.items():
-        if other != vocab:
-            raise PipelineError(f"runs/wordlm/{name}: trained on another vocabulary than {models[0]}; "
-                                f"re-run `dvc repro train_wordlm`")
+    loaded = {name: load_model(Path(runs) / name) for name in models}
+    vocab = next(iter(loaded.values()))[2]  # every model trained on datasets/corpus (DVC re-runs them all)
     corpus = Corpus(corpus_dir, vocab)
     stream = getattr(corpus, cfg["split"])
     trained = {name: int(config.get("trained_context") or config.get("receptive_field") or config["bptt"])
@@ -406,7 +402,7 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
         r = dict(model=name, type=config["type"], trained_context=trained[name],
                  receptive_field=config.get("receptive_field"),
                  perturbation_context=context,
-                 **summarise(losses, ks, beyond, distances, context, weights, tolerance, reference))
+                 **summarize(losses, ks, beyond, distances, context, weights, tolerance, reference))
         results.append(r)
         low, high = r["effective_context_interval"]
         print(f"| {name:16s} | trained context {trained[name]:4d} | effective context {r['effective_context']:4d} "

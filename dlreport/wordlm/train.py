@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlreport.checkpoints import load_checkpoint
 from dlreport.devices import hardware
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
@@ -103,9 +104,6 @@ def evaluate(model: nn.Module, data: torch.Tensor, bptt: int, context: int, stri
             total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
             count += targets.numel()
         return total / count
-    if not 0 < stride <= context:
-        raise PipelineError(f"eval_stride {stride} must be between 1 and eval_context {context} "
-                            f"(params wordlm.train.eval_stride/eval_context)")
     for i in range(0, data.size(0) - 1, stride):
         end = min(i + stride, data.size(0) - 1)
         start = max(0, end - context)
@@ -166,11 +164,9 @@ def linear_cross_entropy(features: torch.Tensor, decoder: nn.Linear, targets: to
 
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     name = str(cfg.get("optimizer", "sgd")).lower()
-    if name == "sgd":  # the example's update p -= lr * grad
+    if name == "sgd":  # the example's update p -= lr * grad (else adamw: params.py allows these two)
         return torch.optim.SGD(model.parameters(), lr=cfg["lr"], foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
-    raise PipelineError(f"optimizer {name!r} is unknown (param wordlm.models.<name>.optimizer); use sgd or adamw")
+    return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
 
 
 def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
@@ -232,14 +228,14 @@ def model_config(cfg: dict, model: nn.Module, ntokens: int, train: dict) -> dict
     return config
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
-    """(model in eval mode, config, vocabulary) from a train_wordlm checkpoint."""
+def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
+    """(model in eval mode, config, vocabulary) from a train_wordlm run folder or its model.pt."""
     path = Path(path)
-    if path.is_dir():
+    if path.suffix != ".pt":  # the run folder
         path = path / CHECKPOINT
     if not path.is_file():
-        raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm@{path.parent.name}` first")
+    state = load_checkpoint(path, f"run `dvc repro --force train_wordlm@{path.parent.name}`")
     model = build_model(state["config"], state["config"]["ntokens"])
     model.load_state_dict(state["state_dict"])
     model.eval()
@@ -250,10 +246,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
                  log=print) -> dict:
     wordlm = params["wordlm"]
     train = wordlm["train"]
-    models = wordlm.get("models") or {}
-    if name not in models:
-        raise PipelineError(f"model {name!r} is not in params wordlm.models (has: {', '.join(models)})")
-    cfg = dict(models[name])
+    cfg = dict(wordlm["models"][name])
     train = training_settings(train, cfg)
     set_threads(train.get("threads"))
     torch.manual_seed(int(train["seed"]))
