@@ -500,6 +500,9 @@ def _lm_eval_windows(p):
                                                          f"than eval_context {context} (its own, or wordlm.train's)")
 
 
+# A check runs in the stages that validate one of its keys - except where ``STAGE_OF`` names the one
+# key whose stage needs it: eval.epochs beyond resnet.epochs stops eval_epochs (the cheap stage to
+# re-run), not the training of a shorter run.
 CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] = [
     (("eval.run", "resnet_runs"), _eval_run_is_a_variant),
     (("diff", "eval.epochs"), _diff_epochs_are_evaluated),
@@ -511,6 +514,7 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("wordlm.models", "wordlm.train"), _lm_eval_windows),
     (("lm_cost", "wordlm.models"), _lm_cost_models),
 ]
+STAGE_OF = {_eval_epochs_within_training: "eval.epochs"}
 
 
 # --------------------------------------------------------------------------------------
@@ -559,7 +563,7 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
         if found:
             raise ParamsError(f"{source}: {found[1]}")
     for reads, check in CHECKS:
-        if not any(_covers(keys, k) for k in reads):
+        if not any(_covers(keys, k) for k in ((STAGE_OF[check],) if check in STAGE_OF else reads)):
             continue
         try:  # a check judges only valid keys; the stages that read the others report them
             if any(rule_for(k).problem(_get(params, k), k) for k in reads):

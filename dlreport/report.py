@@ -30,8 +30,6 @@ from dlreport.params import read_params, read_yaml
 from dlreport.reporting import markdown_table
 
 NOT_AVAILABLE = "Not available"
-RESNET_VARIANTS = ["cpu", "gpu1", "gpu8"]
-LM_MODELS = ["lstm", "transformer", "gcnn"]
 EXCERPT_LINES = 5  # of reports/generated.txt (20 words a line)
 # The page `dvc plots show` writes (dvc_plots/index.html), relative to the report's folder.
 PLOTS_PAGE = "../../dvc_plots/index.html"
@@ -204,7 +202,8 @@ class Report:
         return name
 
     def variants(self) -> list[str]:
-        return list(self.params.get("resnet_runs") or RESNET_VARIANTS)
+        """The train_resnet variants: the keys of resnet_runs (dvc.yaml's foreach)."""
+        return list(self.params.get("resnet_runs") or {})
 
     def not_trained(self, variant: str, summary: dict) -> str:
         """Why a train_resnet variant did not train (its run folder's status.json says)."""
@@ -212,7 +211,8 @@ class Report:
         return status.get("reason") or summary.get("status") or "no summary"
 
     def lm_models(self) -> list[str]:
-        return list((self.params.get("wordlm") or {}).get("models") or LM_MODELS)
+        """The train_wordlm models: the keys of wordlm.models (dvc.yaml's foreach)."""
+        return list((self.params.get("wordlm") or {}).get("models") or {})
 
     # -- 1 --------------------------------------------------------------------------------
     def layer_sizes(self) -> list[str]:

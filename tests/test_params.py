@@ -158,6 +158,15 @@ def test_bad_values_are_one_error_line_and_touch_nothing(tmp_path, monkeypatch):
     assert not failures, "\n\n".join(failures)
 
 
+def test_a_check_across_keys_stops_the_stage_that_needs_it():
+    """The issue's case: -S resnet.epochs=2 train_resnet@cpu was refused by training because eval.epochs
+    asks for epoch 18; training is the expensive step, so eval_epochs (which needs those epochs) refuses."""
+    short = with_value(BASE, "resnet.epochs", 2)
+    schema.validate(short, ["resnet", "resnet_runs", "devices"])  # what train_resnet validates
+    with pytest.raises(schema.ParamsError, match=r"eval.epochs = \[7, 18\] asks for epoch 18, but resnet.epochs = 2"):
+        schema.validate(short, ["eval"])  # what eval_epochs validates
+
+
 def test_numbers_read_as_dvc_reads_them(tmp_path):
     """DVC reads params.yaml as YAML 1.2, where 1e-4 is a number; so do the stages."""
     path = tmp_path / "params.yaml"
