@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from dlreport.errors import PipelineError
+from dlreport.params import ResnetParams
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
 # (keep_epochs is not one: it changes which weights are kept, not what they are. Nor is deterministic:
@@ -52,9 +53,8 @@ def saved_epochs(run_dir: Path) -> list[int]:
 # --------------------------------------------------------------------------------------
 # Which epochs keep their weights
 # --------------------------------------------------------------------------------------
-def keeps_weights(recipe: dict, epoch: int) -> bool:
-    keep = recipe.get("keep_epochs", "all")
-    return keep == "all" or epoch == recipe["epochs"] or epoch in keep
+def keeps_weights(recipe: ResnetParams, epoch: int) -> bool:
+    return recipe.keep_epochs == "all" or epoch == recipe.epochs or epoch in recipe.keep_epochs
 
 
 # --------------------------------------------------------------------------------------
@@ -79,10 +79,10 @@ def load_checkpoint(path: Path, remedy: str = "re-run the training stage to recr
                             f"{remedy}.") from None
 
 
-def save_epoch(run_dir: Path, weights: dict, resume: dict) -> None:
+def save_epoch(run_dir: Path, recipe: ResnetParams, weights: dict, resume: dict) -> None:
     """After an epoch: its weights file (if kept), then the resume state - in this order (see
     above) - each also linked into the run's progress folder."""
-    if keeps_weights(weights["recipe"], weights["epoch"]):
+    if keeps_weights(recipe, weights["epoch"]):
         save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]))
         _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir))
     save_atomic(resume, resume_path(run_dir))
@@ -114,7 +114,7 @@ def _link(source: Path, folder: Path) -> None:
     os.replace(tmp, target)
 
 
-def recover_progress(run_dir: Path, recipe: dict, log=print) -> None:
+def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
     """Put an interrupted run's checkpoints back into ``run_dir`` if DVC replaced them.
 
     The progress folder is recovered when its resume.pt was made with this recipe and is ahead of
@@ -178,28 +178,29 @@ def set_rng_state(state: dict) -> None:
 TOTAL_FREE_SCHEDULES = ("constant", "step")
 
 
-def recipe_differences(saved: dict, current: dict, trained: int | None = None) -> list[str]:
-    """The recipe keys that differ. With ``trained`` (the saved run's epochs) a longer
+def recipe_differences(saved: dict, current: ResnetParams, trained: int | None = None) -> list[str]:
+    """The RESULT_KEYS whose value a checkpoint's recorded recipe (``saved``; older ones may lack a
+    key) has other than the current recipe. With ``trained`` (the saved run's epochs) a longer
     ``epochs`` is no difference where the schedule does not depend on the total."""
-    differences = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESULT_KEYS
-                   if saved.get(k) != current.get(k)]
+    differences = [f"{k}: {saved.get(k)!r} -> {getattr(current, k)!r}" for k in RESULT_KEYS
+                   if saved.get(k) != getattr(current, k)]
     if trained is not None and continues(saved, current, trained):
         differences = [d for d in differences if not d.startswith("epochs:")]
     return differences
 
 
-def continues(saved: dict, current: dict, trained: int) -> bool:
+def continues(saved: dict, current: ResnetParams, trained: int) -> bool:
     """Whether a run of ``saved``'s recipe, ``trained`` epochs in, is the start of ``current``'s."""
-    return current.get("schedule", "constant") in TOTAL_FREE_SCHEDULES and trained <= current["epochs"]
+    return current.schedule in TOTAL_FREE_SCHEDULES and trained <= current.epochs
 
 
-def why_not_continued(saved: dict, current: dict, trained: int) -> str:
+def why_not_continued(saved: dict, current: ResnetParams, trained: int) -> str:
     """Why a run whose recipe differs only in ``epochs`` cannot go on (one clause for the log)."""
-    schedule = current.get("schedule", "constant")
+    schedule = current.schedule
     if schedule not in TOTAL_FREE_SCHEDULES:
         return (f"the {schedule} schedule depends on the total number of epochs, so epochs 1-{trained} of a "
-                f"{current['epochs']}-epoch run differ from these")
-    return (f"{trained} epochs are trained, more than resnet.epochs = {current['epochs']}; a shorter run is trained "
+                f"{current.epochs}-epoch run differ from these")
+    return (f"{trained} epochs are trained, more than resnet.epochs = {current.epochs}; a shorter run is trained "
             f"afresh")
 
 
@@ -252,7 +253,7 @@ def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
         + ("; training from epoch 1." if restart else "."))
 
 
-def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | None, int]:
+def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[dict | None, int]:
     """The resume state made with the same recipe, and the epoch to start at.
 
     Checkpoints that cannot be resumed - other params, no resume.pt (the old format, or a run
@@ -290,13 +291,13 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
         checkpoint_path(run_dir, epoch).unlink()
     if dropped:
         log(f"=> removed the weights of epoch(s) {', '.join(map(str, dropped))} "
-            f"(resnet.keep_epochs={recipe.get('keep_epochs', 'all')}, {trained} epochs trained)")
-    if trained >= recipe["epochs"]:
-        log(f"=> {run_dir}: all {recipe['epochs']} epochs already trained (resume.pt at epoch {trained})")
-    elif saved.get("epochs") != recipe["epochs"]:
+            f"(resnet.keep_epochs={recipe.keep_epochs}, {trained} epochs trained)")
+    if trained >= recipe.epochs:
+        log(f"=> {run_dir}: all {recipe.epochs} epochs already trained (resume.pt at epoch {trained})")
+    elif saved.get("epochs") != recipe.epochs:
         log(f"=> continuing {run_dir} from epoch {trained} (resume.pt of a {saved.get('epochs')}-epoch run) to "
-            f"{recipe['epochs']} epochs: with the {recipe.get('schedule', 'constant')} schedule its epochs "
-            f"1-{trained} are those of a {recipe['epochs']}-epoch run")
+            f"{recipe.epochs} epochs: with the {recipe.schedule} schedule its epochs "
+            f"1-{trained} are those of a {recipe.epochs}-epoch run")
     else:
         log(f"=> resuming {run_dir} from epoch {trained} (resume.pt)")
     return state, trained + 1

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, read_json, write_json
 from dlreport.models import build_resnet18
+from dlreport.params import DiffParams, EvalParams
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs
 from dlreport.devices import autocast_dtype
@@ -68,7 +69,7 @@ def evaluate_epoch(run_dir: Path, epoch: int, images: torch.Tensor, labels: torc
     log(f"=> evaluating {checkpoint_path(run_dir, epoch)}")
     logits = evaluate_images(model, images, labels.to(device), batch_size=batch_size,
                              input_size=recipe["input_size"], amp=amp, device=device,
-                             print_freq=recipe.get("print_freq", 10), log=log).cpu()
+                             print_freq=recipe["print_freq"], log=log).cpu()
     top5 = logits.topk(5, 1).indices
     metrics = {
         "epoch": epoch,
@@ -97,13 +98,12 @@ def predictions_path(folder: Path, epoch: int) -> Path:
     return Path(folder) / f"predictions_epoch_{epoch:02d}.csv"
 
 
-def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[str, dict], out: Path,
+def eval_epochs(cfg: EvalParams, prepared: Path, runs_dir: Path, summaries: dict[str, dict], out: Path,
                 log=print) -> dict:
     """Evaluate the chosen epochs; write their predictions to ``out``; return the metrics."""
-    cfg = params["eval"]
-    run = resolve_run(cfg.get("run", "auto"), summaries)
+    run = resolve_run(cfg.run, summaries)
     run_dir = Path(runs_dir) / run
-    epochs = resolve_epochs(cfg.get("epochs", "all"), run_dir)
+    epochs = resolve_epochs(cfg.epochs, run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and summaries[run].get("gpus", 0) else "cpu")
     val, images, labels = load_split_tensors(prepared, "val")
     classes = load_classes(prepared)
@@ -111,7 +111,7 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
     with atomic_dir(out) as tmp:
         for epoch in epochs:
             metrics, logits = evaluate_epoch(run_dir, epoch, images, labels,
-                                             batch_size=cfg.get("batch_size", 500), device=device, log=log)
+                                             batch_size=cfg.batch_size, device=device, log=log)
             predictions_table(val, classes, logits).to_csv(predictions_path(tmp, epoch), index=False)
             results[epoch] = metrics
         pd.DataFrame(results.values()).to_csv(tmp / "accuracy_by_epoch.csv", index=False)
@@ -224,10 +224,10 @@ def image_grid(differing: pd.DataFrame, root: Path, path: Path, epoch_a: int, ep
     plt.close(fig)
 
 
-def resolve_pair(params: dict, evaluated: list[int]) -> tuple[int, int]:
-    cfg = params.get("diff", {}) or {}
-    a = cfg.get("a") if cfg.get("a") is not None else evaluated[0]
-    b = cfg.get("b") if cfg.get("b") is not None else evaluated[-1]
+def resolve_pair(cfg: DiffParams, evaluated: list[int]) -> tuple[int, int]:
+    """diff.a and diff.b, None meaning the first and the last evaluated epoch."""
+    a = cfg.a if cfg.a is not None else evaluated[0]
+    b = cfg.b if cfg.b is not None else evaluated[-1]
     missing = [e for e in (a, b) if e not in evaluated]
     if missing:
         raise PipelineError(f"diff epoch(s) {', '.join(map(str, missing))} were not evaluated "
@@ -247,10 +247,10 @@ def diff_metrics(counts: dict) -> dict:
             "mcnemar_log10_p": round(mcnemar_log10_p(counts["only_a_right"], counts["only_b_right"]), 2)}
 
 
-def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
+def diff_predictions(cfg: DiffParams, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
     """The diff_predictions stage: write the list, the table, the grid and every count
     (summary.json) to ``out``; return the counts."""
-    a, b = resolve_pair(params, evaluated_epochs(predictions))
+    a, b = resolve_pair(cfg, evaluated_epochs(predictions))
     differing, counts = compare_predictions(pd.read_csv(predictions_path(predictions, a)),
                                             pd.read_csv(predictions_path(predictions, b)))
     differing = name_columns(differing, load_classes(prepared))
@@ -259,7 +259,7 @@ def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_ro
         (tmp / "diff_predictions.txt").write_text(plain_list(differing, a, b))
         differing.to_csv(tmp / "diff_predictions.csv", index=False)
         image_grid(differing, Path(dataset_root), tmp / "diff_grid.png", a, b,
-                   int((params.get("diff") or {}).get("grid_images", 24)))
+                   cfg.grid_images)
         write_json(tmp / "summary.json", counts)
     return counts
 

@@ -17,8 +17,8 @@ def main() -> None:
     args = parser.parse_args()
     gen = load_params(args.params, "generate")["generate"]
     words = generate_text(gen, args.runs, args.out)
-    start = f"the prompt {json.dumps(gen['prompt'])}" if gen["prompt"] is not None else "a random first word"
-    print(f"| Generated {len(words)} words with {gen['model']} from {start} -> {args.out}")
+    start = f"the prompt {json.dumps(gen.prompt)}" if gen.prompt is not None else "a random first word"
+    print(f"| Generated {len(words)} words with {gen.model} from {start} -> {args.out}")
 
 
 if __name__ == "__main__":

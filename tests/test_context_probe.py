@@ -19,6 +19,7 @@ from dlreport.wordlm.models import build_model
 from dlreport.wordlm.probe import (context_grid, effective_contexts, powers_of_two, replace_far, resample_weights,
                                    score, shuffle_far, summarize, target_positions, windows)
 from dlreport.wordlm.sample import generate_sample
+from dlreport.params import LMTrainParams, lm_model
 from dlreport.wordlm.train import load_model, train_wordlm
 
 # Small models run fastest, and alike on any machine, on one thread.
@@ -38,7 +39,8 @@ def by(rows: list[dict], key: str) -> dict:
 
 def test_cnn_ignores_exactly_what_lies_beyond_its_receptive_field():
     torch.manual_seed(0)
-    model = sharp(build_model(dict(type="GCNN", emsize=16, nhid=16, kernel_size=3, dilations=[1, 2, 4], dropout=0.0), 50))
+    model = sharp(build_model(lm_model(dict(type="GCNN", emsize=16, nhid=16, kernel_size=3, dilations=[1, 2, 4],
+                                            dropout=0.0, lr=1.0)), 50))
     rf = model.receptive_field
     assert rf == 15
     stream = torch.randint(50, (800,))
@@ -79,7 +81,7 @@ def test_the_targets_are_the_same_for_every_setting():
         assert torch.equal(shuffled[:-d].sort(dim=0).values, context[:-d].sort(dim=0).values)
         assert not torch.equal(shuffled, context) and not torch.equal(replaced, context)
     # the probe's loss at k is the loss of each target, computed one by one
-    model = sharp(build_model(dict(type="LSTM", emsize=8, nhid=8, nlayers=1, dropout=0.0), 40))
+    model = sharp(build_model(lm_model(dict(type="LSTM", emsize=8, nhid=8, nlayers=1, dropout=0.0, lr=1.0)), 40))
     losses = score(model, stream, targets, [1, 4, 64], [10], 64, 40, seed=0, batch=30)
     with torch.no_grad():
         for row, k in enumerate((1, 4, 64)):
@@ -155,7 +157,11 @@ def test_a_dependency_exactly_60_tokens_back_is_found_where_it_is(tmp_path: Path
                          lr=3e-3, optimizer="adamw", batch_size=64)}}}
     results, stream = {}, None
     for name in ("transformer", "gcnn"):
-        train_wordlm(params, name, corpus, tmp_path / name, tmp_path / f"{name}.json", log=lambda *_: None)
+        # (built directly: eval_stride = eval_context, which params.yaml may not hold, keeps the
+        # shared windows non-overlapping here)
+        train_wordlm(LMTrainParams(**params["wordlm"]["train"]), name, lm_model(params["wordlm"]["models"][name]),
+                     corpus, tmp_path / name,
+                     tmp_path / f"{name}.json", log=lambda *_: None)
         model, config, vocab = load_model(tmp_path / name)
         if stream is None:
             stream = Corpus(corpus, vocab).test
@@ -205,7 +211,9 @@ def far_context_use(tmp_path: Path, long_range: bool) -> dict:
                       eval_batch_size=10, eval_context=35, eval_stride=35, threads=1),
         "models": {"lstm": dict(type="LSTM", emsize=64, nhid=64, nlayers=1, dropout=0.0, lr=0.003,
                                 optimizer="adamw")}}}
-    train_wordlm(params, "lstm", corpus, tmp_path / f"run-{long_range}", tmp_path / "m.json", log=lambda *_: None)
+    train_wordlm(LMTrainParams(**params["wordlm"]["train"]), "lstm", lm_model(params["wordlm"]["models"]["lstm"]),
+                 corpus, tmp_path / f"run-{long_range}",
+                 tmp_path / "m.json", log=lambda *_: None)
     model, config, vocab = load_model(tmp_path / f"run-{long_range}")
     stream = Corpus(corpus, vocab).test
     targets = target_positions(len(stream), 35, 3000)

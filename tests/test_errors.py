@@ -55,8 +55,8 @@ TRAIN_CPU = ["train_resnet.py", "--variant", "cpu"]
 
 
 def test_an_unknown_variant(tmp_path, monkeypatch):
-    fails_with(project(tmp_path), monkeypatch, ["train_resnet.py", "--variant", "tpu"],
-               "--variant 'tpu' is not a key of resnet_runs in params.yaml (known: cpu, gpu1, gpu8)")
+    fails_with(project(tmp_path), monkeypatch, ["train_resnet.py", "--variant", "cpu1"],
+               "--variant 'cpu1' is not a key of resnet_runs in params.yaml (known: cpu, gpu1, gpu8; did you mean cpu?)")
 
 
 @pytest.mark.skipif(torch.cuda.device_count() > 0, reason="needs a host without GPUs")

@@ -8,6 +8,7 @@ import pytest
 
 from dlreport import evaluation
 from dlreport.errors import PipelineError
+from dlreport.params import DiffParams
 
 
 def predictions(top1: list[int], true: list[int]) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def test_run_and_epoch_resolution(tmp_path):
 
 
 def test_diff_pair_must_have_been_evaluated():
-    assert evaluation.resolve_pair({"diff": {"a": None, "b": None}}, [7, 18]) == (7, 18)
-    assert evaluation.resolve_pair({"diff": {"a": 3, "b": None}}, [3, 7, 18]) == (3, 18)
+    assert evaluation.resolve_pair(DiffParams(a=None, b=None, grid_images=0), [7, 18]) == (7, 18)
+    assert evaluation.resolve_pair(DiffParams(a=3, b=None, grid_images=0), [3, 7, 18]) == (3, 18)
     with pytest.raises(PipelineError, match="diff epoch.*5 were not evaluated.*eval.epochs"):
-        evaluation.resolve_pair({"diff": {"a": 5, "b": 18}}, [7, 18])
+        evaluation.resolve_pair(DiffParams(a=5, b=18, grid_images=0), [7, 18])

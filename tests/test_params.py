@@ -131,6 +131,36 @@ def test_the_committed_params_are_valid():
     assert set(BASE) == set(schema.SCHEMA), "every params.yaml section has a schema, and only those"
 
 
+def test_each_section_is_one_typed_object_with_every_value_of_the_file():
+    """load_params types every section (a dataclass per section, a dict of them per mapping of
+    names); the objects hold exactly the file's values, and their defaults only where a key is absent."""
+    import dataclasses
+
+    loaded = schema.load_params(REPO / "params.yaml")
+
+    def within(typed, raw, key):
+        if dataclasses.is_dataclass(typed):
+            names = {f.name for f in dataclasses.fields(typed)}
+            assert set(raw) <= names, (key, set(raw) - names)
+            for name in names - set(raw):  # absent: the field's default, the one place it is written
+                field = next(f for f in dataclasses.fields(typed) if f.name == name)
+                assert getattr(typed, name) == field.default, (key, name)
+            for name, value in raw.items():
+                within(getattr(typed, name), value, f"{key}.{name}")
+        elif isinstance(raw, dict):
+            assert set(typed) == set(raw), key
+            for name, value in raw.items():
+                within(typed[name], value, f"{key}.{name}")
+        else:
+            assert typed == raw and type(typed) is type(raw), (key, typed, raw)
+
+    for section in schema.SCHEMA:
+        within(loaded[section], BASE[section], section)
+    assert isinstance(loaded["resnet"], schema.ResnetParams) and loaded["resnet"].launch.backend == "auto"
+    assert isinstance(loaded["wordlm"].models["transformer"], schema.TransformerParams)
+    assert loaded["resnet_runs"]["gpu1"].procs == 1  # resnet_runs.gpu1 sets no procs
+
+
 def test_every_section_has_bad_value_rows():
     covered = {key.split(".")[0] for _, key, _, _ in BAD}
     assert covered == set(schema.SCHEMA)
@@ -171,7 +201,7 @@ def test_numbers_read_as_dvc_reads_them(tmp_path):
     """DVC reads params.yaml as YAML 1.2, where 1e-4 is a number; so do the stages."""
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 0.0001", "weight_decay: 1e-4"))
-    assert schema.load_params(path, "resnet")["resnet"]["weight_decay"] == 1e-4
+    assert schema.load_params(path, "resnet")["resnet"].weight_decay == 1e-4
 
 
 # Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read differently, and some

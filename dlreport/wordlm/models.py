@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
+from dlreport.params import LMModelParams, RNNParams, TransformerParams
+
 RNN_TYPES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 MODEL_TYPES = RNN_TYPES + ("Transformer", "GCNN")
 
@@ -152,17 +154,13 @@ def receptive_field(kernel_size: int, dilations: list[int]) -> int:
     return 1 + sum((kernel_size - 1) * d for d in dilations)
 
 
-def build_model(cfg: dict, ntoken: int) -> LanguageModel:
+def build_model(cfg: LMModelParams, ntoken: int) -> LanguageModel:
     """A model from one ``wordlm.models.<name>`` entry (plus ntoken)."""
-    kind = cfg.get("type")
-    tied = bool(cfg.get("tied", False))
-    if kind in RNN_TYPES:
-        return RNNModel(kind, ntoken, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["dropout"], tied)
-    if kind == "Transformer":
-        return TransformerModel(ntoken, cfg["emsize"], cfg["nhead"], cfg["nhid"], cfg["nlayers"],
-                                cfg["dropout"], tied)
-    dilations = cfg.get("dilations") or [1] * cfg.get("nlayers", 4)
-    return GCNNModel(ntoken, cfg["emsize"], cfg["nhid"], cfg["kernel_size"], dilations, cfg["dropout"], tied)
+    if isinstance(cfg, RNNParams):
+        return RNNModel(cfg.type, ntoken, cfg.emsize, cfg.nhid, cfg.nlayers, cfg.dropout, cfg.tied)
+    if isinstance(cfg, TransformerParams):
+        return TransformerModel(ntoken, cfg.emsize, cfg.nhead, cfg.nhid, cfg.nlayers, cfg.dropout, cfg.tied)
+    return GCNNModel(ntoken, cfg.emsize, cfg.nhid, cfg.kernel_size, cfg.layer_dilations(), cfg.dropout, cfg.tied)
 
 
 def is_windowed(model: LanguageModel) -> bool:
