@@ -33,11 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dlreport import training  # noqa: E402
 from dlreport.devices import autocast_dtype  # noqa: E402
 from dlreport.models import build_resnet18  # noqa: E402
+from dlreport.params import parse, read_params  # noqa: E402
 from dlreport.tinyimagenet import load_split_tensors  # noqa: E402
 from dlreport.transforms import EpochAugmentation, augment  # noqa: E402
 
-# The report's optimizer settings; the constant schedule makes steps_per_epoch irrelevant.
-RECIPE = {"epochs": 1, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}
+# The report's optimizer settings (params.yaml's resnet); the constant schedule makes steps_per_epoch irrelevant.
+RECIPE = parse("resnet", {**read_params(Path(__file__).resolve().parent.parent / "params.yaml")["resnet"],
+                          "epochs": 1, "schedule": "constant"})
 
 
 class Variant:

@@ -96,6 +96,7 @@ from dlreport import checkpoints, training  # noqa: E402
 from dlreport.devices import Dist, autocast_dtype, configure_kernels, cpu_name  # noqa: E402
 from dlreport.fileio import atomic_dir, read_json, write_json  # noqa: E402
 from dlreport.models import build_resnet18  # noqa: E402
+from dlreport.params import parse, read_params  # noqa: E402
 from dlreport.tinyimagenet import COLUMNS  # noqa: E402
 
 # Sizes per mode. The CPU mode keeps the suite's run near a few minutes on 2 cores: one training
@@ -521,7 +522,7 @@ def host_syncs(check: Check, _timeout) -> dict:
     torch.manual_seed(0)
     images = torch.randint(0, 256, (192, 3, 64, 64), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 200, (192,), device=device)
-    recipe = {**base_params(check)["resnet"], "batch_size": 32, "print_freq": 1000}
+    recipe = parse("resnet", {**base_params(check)["resnet"], "batch_size": 32, "print_freq": 1000})
     model = training.to_training_device(build_resnet18(), device)
     step_fn = training.TrainStep.for_recipe(model, recipe, 6, autocast_dtype("auto", device))
 
@@ -545,7 +546,7 @@ def host_syncs(check: Check, _timeout) -> dict:
 
 
 def base_params(check: Check) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params(REPO / "params.yaml")
     params["devices"] = 1 if check.mode == "cuda" else 0
     params["resnet"].update(RECIPE, epochs=check.size["epochs"], batch_size=check.size["batch"],
                             eval_batch_size=check.size["eval_batch"])

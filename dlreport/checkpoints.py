@@ -13,17 +13,20 @@ resume.pt at the previous epoch (that epoch is trained again and its file replac
 """
 from __future__ import annotations
 
-import configparser
+import functools
 import hashlib
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from dlreport.errors import PipelineError
+from dlreport.params import ResnetParams
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
 # (keep_epochs is not one: it changes which weights are kept, not what they are. Nor is deterministic:
@@ -50,9 +53,8 @@ def saved_epochs(run_dir: Path) -> list[int]:
 # --------------------------------------------------------------------------------------
 # Which epochs keep their weights
 # --------------------------------------------------------------------------------------
-def keeps_weights(recipe: dict, epoch: int) -> bool:
-    keep = recipe.get("keep_epochs", "all")
-    return keep == "all" or epoch == recipe["epochs"] or epoch in keep
+def keeps_weights(recipe: ResnetParams, epoch: int) -> bool:
+    return recipe.keep_epochs == "all" or epoch == recipe.epochs or epoch in recipe.keep_epochs
 
 
 # --------------------------------------------------------------------------------------
@@ -67,21 +69,20 @@ def save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint as data only (weights_only=True): unpickling never runs code."""
+def load_checkpoint(path: Path, remedy: str = "re-run the training stage to recreate it") -> dict:
+    """Load a checkpoint (a ResNet run's or a language model's) as data only (weights_only=True):
+    unpickling never runs code. A truncated or foreign file is a PipelineError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such checkpoint.") from None
-    except Exception as error:
-        raise PipelineError(f"{path}: not a readable checkpoint ({error}). Delete it and re-run "
-                            f"the training stage to recreate it.") from None
+    except Exception as error:  # truncated (EOFError), not a zip (RuntimeError), foreign pickles (UnpicklingError)
+        raise PipelineError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]}). Delete it and "
+                            f"{remedy}.") from None
 
 
-def save_epoch(run_dir: Path, weights: dict, resume: dict) -> None:
+def save_epoch(run_dir: Path, recipe: ResnetParams, weights: dict, resume: dict) -> None:
     """After an epoch: its weights file (if kept), then the resume state - in this order (see
     above) - each also linked into the run's progress folder."""
-    if keeps_weights(weights["recipe"], weights["epoch"]):
+    if keeps_weights(recipe, weights["epoch"]):
         save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]))
         _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir))
     save_atomic(resume, resume_path(run_dir))
@@ -113,7 +114,7 @@ def _link(source: Path, folder: Path) -> None:
     os.replace(tmp, target)
 
 
-def recover_progress(run_dir: Path, recipe: dict, log=print) -> None:
+def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
     """Put an interrupted run's checkpoints back into ``run_dir`` if DVC replaced them.
 
     The progress folder is recovered when its resume.pt was made with this recipe and is ahead of
@@ -177,44 +178,51 @@ def set_rng_state(state: dict) -> None:
 TOTAL_FREE_SCHEDULES = ("constant", "step")
 
 
-def recipe_differences(saved: dict, current: dict, trained: int | None = None) -> list[str]:
-    """The recipe keys that differ. With ``trained`` (the saved run's epochs) a longer
+def recipe_differences(saved: dict, current: ResnetParams, trained: int | None = None) -> list[str]:
+    """The RESULT_KEYS whose value a checkpoint's recorded recipe (``saved``; older ones may lack a
+    key) has other than the current recipe. With ``trained`` (the saved run's epochs) a longer
     ``epochs`` is no difference where the schedule does not depend on the total."""
-    differences = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESULT_KEYS
-                   if saved.get(k) != current.get(k)]
+    differences = [f"{k}: {saved.get(k)!r} -> {getattr(current, k)!r}" for k in RESULT_KEYS
+                   if saved.get(k) != getattr(current, k)]
     if trained is not None and continues(saved, current, trained):
         differences = [d for d in differences if not d.startswith("epochs:")]
     return differences
 
 
-def continues(saved: dict, current: dict, trained: int) -> bool:
+def continues(saved: dict, current: ResnetParams, trained: int) -> bool:
     """Whether a run of ``saved``'s recipe, ``trained`` epochs in, is the start of ``current``'s."""
-    return current.get("schedule", "constant") in TOTAL_FREE_SCHEDULES and trained <= current["epochs"]
+    return current.schedule in TOTAL_FREE_SCHEDULES and trained <= current.epochs
 
 
-def why_not_continued(saved: dict, current: dict, trained: int) -> str:
+def why_not_continued(saved: dict, current: ResnetParams, trained: int) -> str:
     """Why a run whose recipe differs only in ``epochs`` cannot go on (one clause for the log)."""
-    schedule = current.get("schedule", "constant")
+    schedule = current.schedule
     if schedule not in TOTAL_FREE_SCHEDULES:
         return (f"the {schedule} schedule depends on the total number of epochs, so epochs 1-{trained} of a "
-                f"{current['epochs']}-epoch run differ from these")
-    return (f"{trained} epochs are trained, more than resnet.epochs = {current['epochs']}; a shorter run is trained "
+                f"{current.epochs}-epoch run differ from these")
+    return (f"{trained} epochs are trained, more than resnet.epochs = {current.epochs}; a shorter run is trained "
             f"afresh")
+
+
+@functools.cache
+def dvc_cache_dir(root: str) -> Path | None:
+    """The DVC cache of the project at ``root`` as `dvc cache dir` reports it (the project's,
+    local, global and system config, and DVC's defaults), or None where DVC cannot say."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=root, capture_output=True,
+                                text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
 
 
 def dvc_cache_holds(file: Path) -> bool:
     """Whether DVC's cache holds ``file``'s content (only known under `dvc repro` / `dvc exp run`,
     which set DVC_ROOT): then `dvc checkout` / `dvc exp apply` can always bring it back."""
     root = os.environ.get("DVC_ROOT")
-    if not root:
+    cache = dvc_cache_dir(root) if root else None
+    if cache is None:
         return False
-    cache = Path(root) / ".dvc" / "cache"
-    for name in ("config.local", "config"):  # `dvc cache dir` may have moved it (local first)
-        config = configparser.ConfigParser()
-        config.read(Path(root) / ".dvc" / name)
-        if config.has_option("cache", "dir"):
-            cache = Path(root) / ".dvc" / config.get("cache", "dir")
-            break
     digest = hashlib.md5()
     with open(file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 24), b""):
@@ -245,7 +253,7 @@ def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
         + ("; training from epoch 1." if restart else "."))
 
 
-def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | None, int]:
+def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[dict | None, int]:
     """The resume state made with the same recipe, and the epoch to start at.
 
     Checkpoints that cannot be resumed - other params, no resume.pt (the old format, or a run
@@ -283,13 +291,13 @@ def find_resume_point(run_dir: Path, recipe: dict, log=print) -> tuple[dict | No
         checkpoint_path(run_dir, epoch).unlink()
     if dropped:
         log(f"=> removed the weights of epoch(s) {', '.join(map(str, dropped))} "
-            f"(resnet.keep_epochs={recipe.get('keep_epochs', 'all')}, {trained} epochs trained)")
-    if trained >= recipe["epochs"]:
-        log(f"=> {run_dir}: all {recipe['epochs']} epochs already trained (resume.pt at epoch {trained})")
-    elif saved.get("epochs") != recipe["epochs"]:
+            f"(resnet.keep_epochs={recipe.keep_epochs}, {trained} epochs trained)")
+    if trained >= recipe.epochs:
+        log(f"=> {run_dir}: all {recipe.epochs} epochs already trained (resume.pt at epoch {trained})")
+    elif saved.get("epochs") != recipe.epochs:
         log(f"=> continuing {run_dir} from epoch {trained} (resume.pt of a {saved.get('epochs')}-epoch run) to "
-            f"{recipe['epochs']} epochs: with the {recipe.get('schedule', 'constant')} schedule its epochs "
-            f"1-{trained} are those of a {recipe['epochs']}-epoch run")
+            f"{recipe.epochs} epochs: with the {recipe.schedule} schedule its epochs "
+            f"1-{trained} are those of a {recipe.epochs}-epoch run")
     else:
         log(f"=> resuming {run_dir} from epoch {trained} (resume.pt)")
     return state, trained + 1

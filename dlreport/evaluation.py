@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, read_json, write_json
 from dlreport.models import build_resnet18
+from dlreport.params import DiffParams, EvalParams
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs
 from dlreport.devices import autocast_dtype
@@ -22,7 +23,8 @@ from dlreport.training import evaluate_images
 # Which run, which epochs
 # --------------------------------------------------------------------------------------
 def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
-    """``auto``: the variant with the most GPUs that actually trained; else the named one."""
+    """``auto``: the variant with the most GPUs that actually trained; else the named one (a key of
+    resnet_runs: params.py checks)."""
     trained = {name: s for name, s in summaries.items() if s.get("status") == "trained"}
     if spec == "auto":
         if not trained:
@@ -30,34 +32,25 @@ def resolve_run(spec: str, summaries: dict[str, dict]) -> str:
             raise PipelineError(f"eval.run=auto, but no train_resnet variant has trained ({statuses}). "
                                 f"Run dvc repro train_resnet@cpu first.")
         return max(trained, key=lambda n: (trained[n].get("gpus", 0), trained[n].get("processes", 1), n))
-    if spec not in summaries:
-        raise PipelineError(f"eval.run={spec!r} is not a train_resnet variant ({', '.join(summaries)}); "
-                            f"fix eval.run in params.yaml.")
     if spec not in trained:
-        raise PipelineError(f"eval.run={spec!r}: that variant did not train ({summaries[spec].get('status')}; "
-                            f"runs/resnet/{spec}/status.json says why). Use eval.run: auto or a variant that trained.")
+        status = summaries.get(spec, {}).get("status", f"no metrics/train_resnet_{spec}.json among --summaries")
+        raise PipelineError(f"eval.run={spec!r}: that variant did not train ({status}; runs/resnet/{spec}/status.json "
+                            f"says why). Use eval.run: auto or a variant that trained.")
     return spec
 
 
 def resolve_epochs(spec, run_dir: Path) -> list[int]:
+    """The epochs to evaluate: ``all`` saved ones, or the listed ones, each of which must be saved.
+    (params.py keeps eval.epochs within resnet.epochs and resnet.keep_epochs; DVC re-trains a run
+    whose params changed: so a missing epoch means a run folder changed by hand.)"""
     available = saved_epochs(run_dir)
-    if spec == "all":
-        if not available:
-            raise PipelineError(f"{run_dir}/checkpoints holds no epoch_NN.pt; train first.")
-        return available
-    epochs = [int(e) for e in (spec if isinstance(spec, list) else [spec])]
+    epochs = available if spec == "all" else list(spec)
     missing = [e for e in epochs if e not in available]
-    not_kept = [e for e in missing if available and e < available[-1]]
-    if not_kept:
-        keep = load_checkpoint(checkpoint_path(run_dir, available[-1]))["recipe"].get("keep_epochs", "all")
-        raise PipelineError(f"the weights of epoch(s) {', '.join(map(str, not_kept))} were not kept: {run_dir} "
-                            f"trained with resnet.keep_epochs={keep} (saved: {', '.join(map(str, available))}). "
-                            f"Add them to resnet.keep_epochs and re-run train_resnet (it trains again), "
-                            f"or set eval.epochs to saved epochs.")
-    if missing:
-        raise PipelineError(f"epoch(s) {', '.join(map(str, missing))} were never saved in "
-                            f"{run_dir}/checkpoints (saved: {', '.join(map(str, available)) or 'none'}). "
-                            f"Set eval.epochs in params.yaml to saved epochs, or train longer.")
+    if missing or not epochs:
+        raise PipelineError(f"{run_dir}/checkpoints holds no weights of epoch(s) {', '.join(map(str, missing)) or 'any'} "
+                            f"(saved: {', '.join(map(str, available)) or 'none'}). Restore the run with `dvc checkout` "
+                            f"or re-run it (`dvc repro --force train_resnet@{Path(run_dir).name}`), or set eval.epochs "
+                            f"to saved epochs.")
     return epochs
 
 
@@ -76,7 +69,7 @@ def evaluate_epoch(run_dir: Path, epoch: int, images: torch.Tensor, labels: torc
     log(f"=> evaluating {checkpoint_path(run_dir, epoch)}")
     logits = evaluate_images(model, images, labels.to(device), batch_size=batch_size,
                              input_size=recipe["input_size"], amp=amp, device=device,
-                             print_freq=recipe.get("print_freq", 10), log=log).cpu()
+                             print_freq=recipe["print_freq"], log=log).cpu()
     top5 = logits.topk(5, 1).indices
     metrics = {
         "epoch": epoch,
@@ -105,13 +98,12 @@ def predictions_path(folder: Path, epoch: int) -> Path:
     return Path(folder) / f"predictions_epoch_{epoch:02d}.csv"
 
 
-def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[str, dict], out: Path,
+def eval_epochs(cfg: EvalParams, prepared: Path, runs_dir: Path, summaries: dict[str, dict], out: Path,
                 log=print) -> dict:
     """Evaluate the chosen epochs; write their predictions to ``out``; return the metrics."""
-    cfg = params["eval"]
-    run = resolve_run(cfg.get("run", "auto"), summaries)
+    run = resolve_run(cfg.run, summaries)
     run_dir = Path(runs_dir) / run
-    epochs = resolve_epochs(cfg.get("epochs", "all"), run_dir)
+    epochs = resolve_epochs(cfg.epochs, run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and summaries[run].get("gpus", 0) else "cpu")
     val, images, labels = load_split_tensors(prepared, "val")
     classes = load_classes(prepared)
@@ -119,7 +111,7 @@ def eval_epochs(params: dict, prepared: Path, runs_dir: Path, summaries: dict[st
     with atomic_dir(out) as tmp:
         for epoch in epochs:
             metrics, logits = evaluate_epoch(run_dir, epoch, images, labels,
-                                             batch_size=cfg.get("batch_size", 500), device=device, log=log)
+                                             batch_size=cfg.batch_size, device=device, log=log)
             predictions_table(val, classes, logits).to_csv(predictions_path(tmp, epoch), index=False)
             results[epoch] = metrics
         pd.DataFrame(results.values()).to_csv(tmp / "accuracy_by_epoch.csv", index=False)
@@ -156,9 +148,6 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame,
     """Images whose top-1 differs between ``a`` and ``b`` (same images, any order) and the counts."""
     merged = a[["file", "true_index", "true_wnid", "top1_index"]].merge(
         b[["file", "top1_index"]], on="file", suffixes=("_a", "_b"), validate="one_to_one")
-    if len(merged) != len(a) or len(merged) != len(b):
-        raise PipelineError("the two epochs' prediction files cover different images; "
-                            "re-run eval_epochs so both come from the same validation set.")
     right_a = merged.top1_index_a == merged.true_index
     right_b = merged.top1_index_b == merged.true_index
     same = merged.top1_index_a == merged.top1_index_b
@@ -235,10 +224,10 @@ def image_grid(differing: pd.DataFrame, root: Path, path: Path, epoch_a: int, ep
     plt.close(fig)
 
 
-def resolve_pair(params: dict, evaluated: list[int]) -> tuple[int, int]:
-    cfg = params.get("diff", {}) or {}
-    a = cfg.get("a") if cfg.get("a") is not None else evaluated[0]
-    b = cfg.get("b") if cfg.get("b") is not None else evaluated[-1]
+def resolve_pair(cfg: DiffParams, evaluated: list[int]) -> tuple[int, int]:
+    """diff.a and diff.b, None meaning the first and the last evaluated epoch."""
+    a = cfg.a if cfg.a is not None else evaluated[0]
+    b = cfg.b if cfg.b is not None else evaluated[-1]
     missing = [e for e in (a, b) if e not in evaluated]
     if missing:
         raise PipelineError(f"diff epoch(s) {', '.join(map(str, missing))} were not evaluated "
@@ -258,10 +247,10 @@ def diff_metrics(counts: dict) -> dict:
             "mcnemar_log10_p": round(mcnemar_log10_p(counts["only_a_right"], counts["only_b_right"]), 2)}
 
 
-def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
+def diff_predictions(cfg: DiffParams, predictions: Path, prepared: Path, dataset_root: Path, out: Path) -> dict:
     """The diff_predictions stage: write the list, the table, the grid and every count
     (summary.json) to ``out``; return the counts."""
-    a, b = resolve_pair(params, evaluated_epochs(predictions))
+    a, b = resolve_pair(cfg, evaluated_epochs(predictions))
     differing, counts = compare_predictions(pd.read_csv(predictions_path(predictions, a)),
                                             pd.read_csv(predictions_path(predictions, b)))
     differing = name_columns(differing, load_classes(prepared))
@@ -270,7 +259,7 @@ def diff_predictions(params: dict, predictions: Path, prepared: Path, dataset_ro
         (tmp / "diff_predictions.txt").write_text(plain_list(differing, a, b))
         differing.to_csv(tmp / "diff_predictions.csv", index=False)
         image_grid(differing, Path(dataset_root), tmp / "diff_grid.png", a, b,
-                   int((params.get("diff") or {}).get("grid_images", 24)))
+                   cfg.grid_images)
         write_json(tmp / "summary.json", counts)
     return counts
 

@@ -7,6 +7,7 @@ an error before any training, so timings are never silently measured on other ha
 """
 from __future__ import annotations
 
+import difflib
 import os
 import subprocess
 import sys
@@ -14,93 +15,88 @@ from pathlib import Path
 
 import torch
 
+from dlreport.devices import choose_backend
 from dlreport.errors import PipelineError
 from dlreport.fileio import write_json
+from dlreport.params import ResnetParams, ResnetRunParams
 from dlreport.runlog import write_empty_curves
 from dlreport.training import check_recipe, train
 
 
-def run_config(params: dict, run: str) -> dict:
-    runs = params["resnet_runs"]
-    if run not in runs:
-        raise PipelineError(f"--variant {run!r} is not a key of resnet_runs in params.yaml "
-                            f"(known: {', '.join(runs)}).")
-    return runs[run]
+def variant_of(runs: dict[str, ResnetRunParams], name: str) -> ResnetRunParams:
+    """resnet_runs.<name>, for the stage's --variant (dvc.yaml passes a key of resnet_runs)."""
+    if name not in runs:
+        close = difflib.get_close_matches(name, list(runs), n=1)
+        raise PipelineError(f"--variant {name!r} is not a key of resnet_runs in params.yaml (known: {', '.join(runs)}"
+                            + (f"; did you mean {close[0]}?)." if close else ")."))
+    return runs[name]
 
 
-def recipe_of(params: dict) -> dict:
-    """The training recipe: params.resnet without the launch settings."""
-    return {k: v for k, v in params["resnet"].items() if k != "launch"}
-
-
-def skip_reason(params: dict, run: str) -> str | None:
+def skip_reason(variant: ResnetRunParams, devices: int) -> str | None:
     """Why this variant does not train here, or None if it does. Raises on impossible params."""
-    gpus = int(run_config(params, run).get("gpus", 0))
-    if gpus == 0:
+    if variant.gpus == 0:
         return None
-    devices = int(params.get("devices", 0))
     present = torch.cuda.device_count()
     if devices > present:
         raise PipelineError(f"devices={devices} in params.yaml, but this host has {present} CUDA GPU(s). "
                             f"Set devices to at most {present} (dvc exp run -S devices={present}); "
                             f"timings on other hardware would be mislabelled.")
-    if gpus > devices:
-        return (f"needs {gpus} GPU(s) but this experiment may use devices={devices}; "
-                f"on a host with {gpus} GPUs run: dvc exp run -S devices={gpus}")
+    if variant.gpus > devices:
+        return (f"needs {variant.gpus} GPU(s) but this experiment may use devices={devices}; "
+                f"on a host with {variant.gpus} GPUs run: dvc exp run -S devices={variant.gpus}")
     return None
 
 
-def launch_or_skip(params: dict, run: str, prepared: str, out: str, summary: str,
-                   params_path: str, script: str) -> None:
-    reason = skip_reason(params, run)
+def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, devices: int, prepared: str,
+                   out: str, summary: str, params_path: str, script: str) -> None:
+    reason = skip_reason(variant, devices)
     if reason:
         # The run folder is the stage's output, so it must exist; earlier checkpoints stay.
         Path(out).mkdir(parents=True, exist_ok=True)
         write_empty_curves(Path(out))
         write_json(Path(out) / "status.json", {"status": "skipped", "reason": reason})
         # (the reason stays in status.json: a sentence would make `dvc metrics show` very wide)
-        write_json(summary, {"status": "skipped", "gpus": int(run_config(params, run).get("gpus", 0))})
-        print(f"train_resnet@{run}: skipped, {reason}")
+        write_json(summary, {"status": "skipped", "gpus": variant.gpus})
+        print(f"train_resnet@{name}: skipped, {reason}")
         return
-    cfg = run_config(params, run)
-    gpus = int(cfg.get("gpus", 0))
-    nproc = gpus or int(cfg.get("procs", 1))
-    launch = params["resnet"].get("launch", {}) or {}
-    nnodes = int(os.environ.get("NNODES", launch.get("nnodes", 1)))
+    nproc = variant.gpus or variant.procs
+    launch = recipe.launch
+    nnodes = int(os.environ.get("NNODES", launch.nnodes))
     # before torchrun starts any process
-    check_recipe(recipe_of(params), nproc * nnodes, f"processes (resnet_runs.{run}.{'gpus' if gpus else 'procs'} = "
-                                                     f"{nproc}" + (f" x {nnodes} nodes)" if nnodes > 1 else ")"))
+    check_recipe(recipe, nproc * nnodes, f"processes (resnet_runs.{name}.{'gpus' if variant.gpus else 'procs'} = "
+                                         f"{nproc}" + (f" x {nnodes} nodes)" if nnodes > 1 else ")"))
+    if nproc * nnodes > 1:
+        choose_backend(launch.backend, variant.gpus > 0)
     if nproc == 1 and nnodes == 1:
-        train_worker(params, run, prepared, out, summary)
+        train_worker(recipe, name, variant, prepared, out, summary)
         return
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     if nnodes == 1:
         command.append("--standalone")
     else:
-        endpoint = os.environ.get("RDZV_ENDPOINT", launch.get("rdzv_endpoint"))
+        endpoint = os.environ.get("RDZV_ENDPOINT", launch.rdzv_endpoint)
         if not endpoint:
             raise PipelineError("resnet.launch.nnodes > 1 needs resnet.launch.rdzv_endpoint "
                                 "(host:port of node 0) or the RDZV_ENDPOINT environment variable.")
         command += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
-                    f"--rdzv_id={launch.get('rdzv_id', 'train_resnet')}"]
-    command += [script, "--variant", run, "--params", params_path, "--prepared", prepared,
+                    "--rdzv_id=train_resnet"]
+    command += [script, "--variant", name, "--params", params_path, "--prepared", prepared,
                 "--out", out, "--summary", summary]
     print("=> " + " ".join(command), flush=True)
     result = subprocess.run(command)
     if result.returncode:
-        raise PipelineError(f"torchrun for train_resnet@{run} exited with status {result.returncode} "
+        raise PipelineError(f"torchrun for train_resnet@{name} exited with status {result.returncode} "
                             f"(see its output above); checkpoints of completed epochs are kept in "
                             f"{out}/checkpoints/resume.pt and the next run resumes from it.")
 
 
-def train_worker(params: dict, run: str, prepared: str, out: str, summary: str) -> None:
+def train_worker(recipe: ResnetParams, name: str, variant: ResnetRunParams, prepared: str, out: str,
+                 summary: str) -> None:
     """One training process (rank 0 writes the summary)."""
-    cfg = run_config(params, run)
-    use_cuda = int(cfg.get("gpus", 0)) > 0
+    use_cuda = variant.gpus > 0
     if use_cuda and not torch.cuda.is_available():
-        raise PipelineError(f"train_resnet@{run} needs CUDA, but torch sees no GPU on this host.")
-    backend = (params["resnet"].get("launch") or {}).get("backend", "auto")
-    result = train(recipe_of(params), Path(prepared), Path(out), use_cuda=use_cuda, backend=backend)
+        raise PipelineError(f"train_resnet@{name} needs CUDA, but torch sees no GPU on this host.")
+    result = train(recipe, Path(prepared), Path(out), use_cuda=use_cuda, backend=recipe.launch.backend)
     if result is not None:
         write_json(Path(out) / "status.json", {"status": "trained"})
         write_json(summary, result)

@@ -1,21 +1,24 @@
-"""params.yaml: one schema per section, checked by every stage before it does any work.
+"""params.yaml: read as DVC reads it, one typed section each, checked by every stage before it does any work.
 
 Each stage entry point calls ``load_params(path, *keys)`` with the params it reads (the keys its
-dvc.yaml entry depends on). A value of the wrong type, out of range, not among the allowed
+dvc.yaml entry depends on) and hands the library the typed objects it gets back (``ResnetParams``,
+``LMTrainParams``, ...: one frozen dataclass per section, each field with its rule and, for a key
+that may be absent, its default). A value of the wrong type, out of range, not among the allowed
 choices, a missing key or an unknown one (a typo such as ``resnet.lerning_rate``) raises a
 ``ParamsError`` that the stage prints as one ``error:`` line naming the key, the value and what
 is allowed - before any output is touched or any checkpoint moved.
 
-The schema is a table of small rules (``Int``, ``Number``, ``Choice``, ``ListOf``, ``Section``,
-``MapOf``, ...) per section, in ``SCHEMA`` below, plus a few checks across keys (``CHECKS``).
-Adding a param means adding one row here; tests/test_params.py checks that the committed
-params.yaml passes and walks a table of bad values for every section.
+The rules are small (``Int``, ``Number``, ``Choice``, ``ListOf``, ``Section``, ``MapOf``, ...); each
+section's dataclass lists its own, ``SCHEMA`` maps params.yaml's sections to them, and ``CHECKS``
+holds the few checks across keys. Adding a param means adding one field here; tests/test_params.py
+checks that the committed params.yaml passes and walks a table of bad values for every section.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +49,10 @@ class Rule:
 
     def fits(self, value: Any) -> bool:
         raise NotImplementedError
+
+    def build(self, value: Any) -> Any:
+        """The typed value of a valid ``value`` (a section's dataclass; else the value itself)."""
+        return value
 
 
 def _bounds(low, high, low_open=False) -> str:
@@ -111,6 +118,12 @@ class Choice(Rule):
     def fits(self, value) -> bool:
         return any(value == v and type(value) is type(v) for v in self.values)
 
+    def problem(self, value: Any, key: str) -> tuple[str, str] | None:
+        found = super().problem(value, key)
+        close = difflib.get_close_matches(value, [v for v in self.values if isinstance(v, str)], n=1) \
+            if found and isinstance(value, str) else []
+        return (key, f"{found[1]} (did you mean {close[0]}?)") if close else found
+
 
 @dataclass(frozen=True)
 class Text(Rule):
@@ -150,6 +163,9 @@ class ListOf(Rule):
     min_len: int = 1
     unique: bool = True
 
+    def build(self, value: list) -> list:
+        return [self.item.build(item) for item in value]
+
     def describe(self) -> str:
         return (f"a list of {'distinct ' if self.unique else ''}values, each {self.item.describe()}"
                 + (f", at least {self.min_len}" if self.min_len > 1 else ""))
@@ -172,6 +188,18 @@ class Section(Rule):
     optional: frozenset = field(default_factory=frozenset)
     # A check across this section's keys, run once each key is valid: (value, key) -> (key, message) or None
     check: Callable[[dict, str], tuple[str, str] | None] | None = None
+    cls: type | None = None  # the dataclass a valid mapping becomes
+
+    @classmethod
+    def of(cls, typed: type, check=None) -> "Section":
+        """The rule of a section dataclass: its fields' rules; a field with a default may be absent."""
+        fields = {f.name: f.metadata["rule"] for f in dataclasses.fields(typed)}
+        optional = frozenset(f.name for f in dataclasses.fields(typed) if f.default is not dataclasses.MISSING)
+        return cls(fields, optional, check, typed)
+
+    def build(self, value: dict) -> Any:
+        built = {name: rule.build(value[name]) for name, rule in self.fields.items() if name in value}
+        return self.cls(**built) if self.cls else built
 
     def describe(self) -> str:
         return "a mapping with keys " + ", ".join(self.fields)
@@ -207,6 +235,9 @@ class MapOf(Rule):
     def describe(self) -> str:
         return f"a mapping of names to entries ({self.item.describe()})"
 
+    def build(self, value: dict) -> dict:
+        return {name: self.item.build(item) for name, item in value.items()}
+
     def problem(self, value, key):
         if not isinstance(value, dict) or len(value) < self.min_len:
             return key, f"{key} = {_show(value)}; allowed: a mapping with at least {self.min_len} entry"
@@ -228,6 +259,9 @@ class Tagged(Rule):
     def describe(self) -> str:
         return f"a mapping whose {self.tag} is one of {', '.join(self.sections)}"
 
+    def build(self, value: dict) -> Any:
+        return self.sections[value[self.tag]].build(value)
+
     def problem(self, value, key):
         if not isinstance(value, dict):
             return key, f"{key} = {_show(value)}; allowed: {self.describe()}"
@@ -239,32 +273,170 @@ class Tagged(Rule):
 
 
 # --------------------------------------------------------------------------------------
-# The schema: one Section per params.yaml section
+# The schema: one typed section per params.yaml section
 # --------------------------------------------------------------------------------------
+# Each section is a frozen dataclass whose fields carry their rule (what params.yaml may hold) and,
+# for a key that may be left out, its default - the one place a default lives. ``Section.of`` turns
+# a dataclass into the rule that validates it; ``build`` turns a validated value into the object.
 MD5 = Text(r"[0-9a-f]{32}", "an md5 hex digest (32 characters 0-9a-f)")
 POSITIVE = Int(min=1)
 SEED = Int(min=0)
 PROBABILITY = Number(min=0, max=1)
 EPOCH_LIST = ListOf(Int(min=1))
 THREADS = Int(min=0)  # 0: torch's default (all cores)
+NAME = r"[A-Za-z0-9_]+"
+LM_NAMES = ListOf(Text(NAME, "a key of wordlm.models"))
 
-_LM_COMMON = {
-    "emsize": POSITIVE,
-    "nhid": POSITIVE,
-    "dropout": Number(min=0, max=0.99),
-    "tied": Bool(),
-    "lr": Number(min=0, min_open=True),
-    "optimizer": Choice("sgd", "adamw"),
-    "weight_decay": Number(min=0),
-    # a model's own value of a wordlm.train setting (the long-context variants' bptt, ...)
-    "epochs": POSITIVE,
-    "batch_size": POSITIVE,
-    "bptt": Int(min=2),
-    "eval_context": Int(min=2),
-    "eval_stride": POSITIVE,
-}
-_LM_OPTIONAL = frozenset({"tied", "optimizer", "weight_decay", "epochs", "batch_size", "bptt", "eval_context",
-                          "eval_stride"})
+_NO_DEFAULT = object()
+
+
+def param(rule: Rule, default: Any = _NO_DEFAULT) -> Any:
+    """A field of a params section: its rule, and (a key that may be absent) its default."""
+    if default is _NO_DEFAULT:
+        return field(metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
+
+
+def section(check: Callable[[dict, str], tuple[str, str] | None] | None = None):
+    """Make a class a frozen, keyword-only dataclass and give it ``RULE``, its Section."""
+    def make(cls):
+        cls = dataclass(frozen=True, kw_only=True)(cls)
+        cls.RULE = Section.of(cls, check)
+        return cls
+    return make
+
+
+@section()
+class SampleImagesParams:
+    seed: int = param(SEED)
+    train_per_class: int = param(POSITIVE)
+    val_per_class: int = param(POSITIVE)
+    test_images: int = param(Int(min=0))
+    grayscale_fraction: float = param(PROBABILITY)
+    noise: float = param(PROBABILITY)
+
+
+@section()
+class TinyImageNetParams:
+    source: str = param(Either(Choice("sample"), Text(r"(https?|file)://.+", "an http://, https:// or file:// URL")))
+    md5: str | None = param(Optional(MD5))
+    sample: SampleImagesParams = param(SampleImagesParams.RULE)
+
+
+@section()
+class LaunchParams:
+    nnodes: int = param(POSITIVE)
+    rdzv_endpoint: str | None = param(Optional(Text(r"[^\s:]+:\d+", "host:port")))
+    backend: str = param(Choice("auto", "nccl", "gloo"))
+
+
+@section(check=lambda r, key: None if r["warmup_epochs"] <= r["epochs"] else (
+    f"{key}.warmup_epochs", f"{key}.warmup_epochs = {r['warmup_epochs']} is longer than {key}.epochs = "
+                            f"{r['epochs']}; allowed: 0..{r['epochs']}"))
+class ResnetParams:
+    """params.yaml `resnet`: the training recipe of every train_resnet variant, and how they launch."""
+    epochs: int = param(POSITIVE)
+    batch_size: int = param(POSITIVE)
+    lr: float = param(Number(min=0, min_open=True))
+    momentum: float = param(Number(min=0, max=1))
+    weight_decay: float = param(Number(min=0))
+    input_size: int = param(Int(min=32))
+    stem: str = param(Choice("torchvision", "cifar"))
+    schedule: str = param(Choice("constant", "step", "cosine", "onecycle"))
+    warmup_epochs: float = param(Number(min=0))
+    step_size: int = param(POSITIVE)
+    gamma: float = param(Number(min=0, max=1, min_open=True))
+    label_smoothing: float = param(Number(min=0, max=0.99))
+    seed: int = param(SEED)
+    precision: str = param(Choice("auto", "fp32", "bf16", "fp16"))
+    sync_bn: bool = param(Bool())
+    deterministic: bool = param(Bool())  # deterministic cuDNN/cuBLAS kernels (devices.configure_kernels)
+    eval_batch_size: int = param(POSITIVE)
+    print_freq: int = param(POSITIVE)
+    keep_epochs: str | list[int] = param(Either(Choice("all"), ListOf(Int(min=1), min_len=0)))  # the last: always
+    compile: bool | str = param(Choice(False, "default", "reduce-overhead", "max-autotune"))
+    launch: LaunchParams = param(LaunchParams.RULE)
+
+    def recipe(self) -> dict:
+        """The recipe as a checkpoint records it: every key but the launch settings."""
+        return {k: v for k, v in asdict(self).items() if k != "launch"}
+
+
+@section()
+class ResnetRunParams:
+    """One train_resnet variant (resnet_runs.<name>): gpus 0 trains on the CPU with ``procs`` processes."""
+    gpus: int = param(Int(min=0))
+    procs: int = param(POSITIVE, 1)
+    needs: str = param(Text(r"[A-Za-z0-9_.]+", "the params key the variant depends on (devices, or resnet_runs.<name>)"))
+
+
+@section()
+class EvalParams:
+    run: str = param(Text(NAME, "auto or a key of resnet_runs"))
+    epochs: str | list[int] = param(Either(Choice("all"), EPOCH_LIST))
+    batch_size: int = param(POSITIVE)
+
+
+@section()
+class DiffParams:
+    a: int | None = param(Optional(Int(min=1)))   # None: the first evaluated epoch
+    b: int | None = param(Optional(Int(min=1)))   # None: the last
+    grid_images: int = param(Int(min=0))
+
+
+@section()
+class SampleCorpusParams:
+    seed: int = param(SEED)
+    train_words: int = param(Int(min=100))
+    valid_words: int = param(Int(min=100))
+    test_words: int = param(Int(min=100))
+    topics: int = param(POSITIVE)
+    topic_words: int = param(POSITIVE)
+    long_range: bool = param(Bool())
+    unk_min_count: int = param(POSITIVE)
+
+
+@section(check=lambda t, key: None if t["eval_stride"] < t["eval_context"] else (
+    f"{key}.eval_stride", f"{key}.eval_stride = {t['eval_stride']} must be smaller than "
+                          f"{key}.eval_context = {t['eval_context']}"))
+class LMTrainParams:
+    """params.yaml `wordlm.train`: the settings every language model shares unless its entry sets its own."""
+    epochs: int = param(POSITIVE)
+    batch_size: int = param(POSITIVE)
+    bptt: int = param(Int(min=2))
+    clip: float = param(Number(min=0, min_open=True))
+    seed: int = param(SEED)
+    log_interval: int = param(POSITIVE)
+    eval_batch_size: int = param(POSITIVE)
+    eval_context: int = param(Int(min=2))
+    eval_stride: int = param(POSITIVE)
+    threads: int = param(THREADS)
+
+
+# Settings of wordlm.train that one model entry may set for itself (None: wordlm.train's).
+MODEL_OVERRIDES = ("epochs", "batch_size", "bptt", "eval_context", "eval_stride")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMModelParams:
+    """What every wordlm.models entry has (fields in the order params.yaml's entries list them)."""
+    type: str = param(Text())
+    emsize: int = param(POSITIVE)
+    nhid: int = param(POSITIVE)
+    dropout: float = param(Number(min=0, max=0.99))
+    tied: bool = param(Bool(), False)
+    lr: float = param(Number(min=0, min_open=True))
+    optimizer: str = param(Choice("sgd", "adamw"), "sgd")
+    weight_decay: float = param(Number(min=0), 0.01)  # AdamW's; SGD (the example's) uses none
+    epochs: int | None = param(POSITIVE, None)
+    batch_size: int | None = param(POSITIVE, None)
+    bptt: int | None = param(Int(min=2), None)
+    eval_context: int | None = param(Int(min=2), None)
+    eval_stride: int | None = param(POSITIVE, None)
+
+    def training(self, shared: LMTrainParams) -> LMTrainParams:
+        """wordlm.train with this entry's own values of MODEL_OVERRIDES."""
+        return replace(shared, **{k: getattr(self, k) for k in MODEL_OVERRIDES if getattr(self, k) is not None})
 
 
 def _tied_needs_equal_sizes(m: dict, key: str):
@@ -277,136 +449,98 @@ def _heads_divide_emsize(m: dict, key: str):
         return f"{key}.nhead", f"{key}.nhead = {m['nhead']} does not divide emsize {m['emsize']}; allowed: a divisor of it"
 
 
-_RNN = Section({"type": Choice("LSTM", "GRU", "RNN_TANH", "RNN_RELU"), **_LM_COMMON, "nlayers": POSITIVE},
-               _LM_OPTIONAL, _tied_needs_equal_sizes)
-LM_MODEL = Tagged("type", {
-    **{kind: _RNN for kind in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")},
-    "Transformer": Section({"type": Choice("Transformer"), **_LM_COMMON, "nlayers": POSITIVE, "nhead": POSITIVE},
-                           _LM_OPTIONAL, _heads_divide_emsize),
-    "GCNN": Section({"type": Choice("GCNN"), **_LM_COMMON, "kernel_size": Int(min=2),
-                     "dilations": ListOf(POSITIVE, unique=False), "nlayers": POSITIVE},
-                    _LM_OPTIONAL | {"dilations", "nlayers"}),
-})
+RNN_TYPES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
+
+@section(check=_tied_needs_equal_sizes)
+class RNNParams(LMModelParams):
+    type: str = param(Choice(*RNN_TYPES))
+    nlayers: int = param(POSITIVE)
+
+
+@section(check=_heads_divide_emsize)
+class TransformerParams(LMModelParams):
+    type: str = param(Choice("Transformer"))
+    nlayers: int = param(POSITIVE)
+    nhead: int = param(POSITIVE)
+
+
+@section()
+class GCNNParams(LMModelParams):
+    type: str = param(Choice("GCNN"))
+    kernel_size: int = param(Int(min=2))
+    dilations: list[int] | None = param(ListOf(POSITIVE, unique=False), None)  # None: nlayers layers of dilation 1
+    nlayers: int = param(POSITIVE, 4)
+
+    def layer_dilations(self) -> list[int]:
+        return list(self.dilations) if self.dilations else [1] * self.nlayers
+
+
+LM_MODEL = Tagged("type", {**{kind: RNNParams.RULE for kind in RNN_TYPES},
+                           "Transformer": TransformerParams.RULE, "GCNN": GCNNParams.RULE})
+
+
+@section()
+class WordLMParams:
+    corpus: str = param(Choice("sample", "data"))
+    data_md5: str = param(MD5)
+    sample: SampleCorpusParams = param(SampleCorpusParams.RULE)
+    train: LMTrainParams = param(LMTrainParams.RULE)
+    models: dict[str, LMModelParams] = param(MapOf(LM_MODEL))
+
+
+@section()
+class GenerateParams:
+    model: str = param(Text(NAME, "a key of wordlm.models"))
+    words: int = param(POSITIVE)
+    temperature: float = param(Number(min=1e-3))
+    seed: int = param(SEED)
+    prompt: str | None = param(Optional(Text()))
+
+
+@section()
+class ContextProbeParams:
+    split: str = param(Choice("train", "valid", "test"))
+    targets: int = param(Int(min=10))
+    max_context: int = param(Int(min=2))
+    reference_context: int = param(Int(min=2))
+    distances: list[int] = param(ListOf(POSITIVE))
+    tolerance: float = param(Number(min=0, max=1, min_open=True))
+    bootstrap: int = param(Int(min=10))
+    seed: int = param(SEED)
+    batch: int = param(POSITIVE)
+    threads: int = param(THREADS)
+    models: list[str] | None = param(Optional(LM_NAMES), None)  # None: every model of wordlm.models
+
+
+@section()
+class LMCostParams:
+    models: list[str] = param(ListOf(Text(NAME, "a key of wordlm.models"), min_len=2))
+    lengths: list[int] = param(ListOf(Int(min=2), min_len=3))  # an exponent needs 3 lengths to fit
+    repeats: int = param(POSITIVE)
+    seed: int = param(SEED)
+    ntoken: int = param(Int(min=2))
+    threads: int = param(THREADS)
+
+
+@section()
+class ClaimsParams:
+    bootstrap: int = param(Int(min=100))
+    seed: int = param(SEED)
+
 
 SCHEMA: dict[str, Rule] = {
     "devices": Int(min=0),
-    "tinyimagenet": Section({
-        "source": Either(Choice("sample"), Text(r"(https?|file)://.+", "an http://, https:// or file:// URL")),
-        "md5": Optional(MD5),
-        "sample": Section({
-            "seed": SEED,
-            "train_per_class": POSITIVE,
-            "val_per_class": POSITIVE,
-            "test_images": Int(min=0),
-            "grayscale_fraction": PROBABILITY,
-            "noise": PROBABILITY,
-        }),
-    }),
-    "resnet": Section({
-        "epochs": POSITIVE,
-        "batch_size": POSITIVE,
-        "lr": Number(min=0, min_open=True),
-        "momentum": Number(min=0, max=1),
-        "weight_decay": Number(min=0),
-        "input_size": Int(min=32),
-        "stem": Choice("torchvision", "cifar"),
-        "schedule": Choice("constant", "step", "cosine", "onecycle"),
-        "warmup_epochs": Number(min=0),
-        "step_size": POSITIVE,
-        "gamma": Number(min=0, max=1, min_open=True),
-        "label_smoothing": Number(min=0, max=0.99),
-        "seed": SEED,
-        "precision": Choice("auto", "fp32", "bf16", "fp16"),
-        "sync_bn": Bool(),
-        "deterministic": Bool(),
-        "eval_batch_size": POSITIVE,
-        "print_freq": POSITIVE,
-        "keep_epochs": Either(Choice("all"), ListOf(Int(min=1), min_len=0)),  # the last epoch is always kept
-        "compile": Choice(False, "default", "reduce-overhead", "max-autotune"),
-        "launch": Section({
-            "nnodes": POSITIVE,
-            "rdzv_endpoint": Optional(Text(r"[^\s:]+:\d+", "host:port")),
-            "backend": Choice("auto", "nccl", "gloo"),
-        }),
-    }, check=lambda r, key: None if r["warmup_epochs"] <= r["epochs"] else (
-        f"{key}.warmup_epochs", f"{key}.warmup_epochs = {r['warmup_epochs']} is longer than {key}.epochs = "
-                                f"{r['epochs']}; allowed: 0..{r['epochs']}")),
-    "resnet_runs": MapOf(Section({
-        "gpus": Int(min=0),
-        "procs": POSITIVE,
-        "needs": Text(r"[A-Za-z0-9_.]+", "the params key the variant depends on (devices, or resnet_runs.<name>)"),
-    }, frozenset({"procs"}))),
-    "eval": Section({
-        "run": Text(r"[A-Za-z0-9_]+", "auto or a key of resnet_runs"),
-        "epochs": Either(Choice("all"), EPOCH_LIST),
-        "batch_size": POSITIVE,
-    }),
-    "diff": Section({
-        "a": Optional(Int(min=1)),
-        "b": Optional(Int(min=1)),
-        "grid_images": Int(min=0),
-    }),
-    "wordlm": Section({
-        "corpus": Choice("sample", "data"),
-        "data_md5": MD5,
-        "sample": Section({
-            "seed": SEED,
-            "train_words": Int(min=100),
-            "valid_words": Int(min=100),
-            "test_words": Int(min=100),
-            "topics": POSITIVE,
-            "topic_words": POSITIVE,
-            "long_range": Bool(),
-            "unk_min_count": POSITIVE,
-        }),
-        "train": Section({
-            "epochs": POSITIVE,
-            "batch_size": POSITIVE,
-            "bptt": Int(min=2),
-            "clip": Number(min=0, min_open=True),
-            "seed": SEED,
-            "log_interval": POSITIVE,
-            "eval_batch_size": POSITIVE,
-            "eval_context": Int(min=2),
-            "eval_stride": POSITIVE,
-            "threads": THREADS,
-        }, check=lambda t, key: None if t["eval_stride"] < t["eval_context"] else (
-            f"{key}.eval_stride", f"{key}.eval_stride = {t['eval_stride']} must be smaller than "
-                                  f"{key}.eval_context = {t['eval_context']}")),
-        "models": MapOf(LM_MODEL),
-    }),
-    "generate": Section({
-        "model": Text(r"[A-Za-z0-9_]+", "a key of wordlm.models"),
-        "words": POSITIVE,
-        "temperature": Number(min=1e-3),
-        "seed": SEED,
-        "prompt": Optional(Text()),
-    }),
-    "context_probe": Section({
-        "split": Choice("train", "valid", "test"),
-        "targets": Int(min=10),
-        "max_context": Int(min=2),
-        "reference_context": Int(min=2),
-        "distances": ListOf(POSITIVE),
-        "tolerance": Number(min=0, max=1, min_open=True),
-        "bootstrap": Int(min=10),
-        "seed": SEED,
-        "batch": POSITIVE,
-        "threads": THREADS,
-        "models": Optional(ListOf(Text(r"[A-Za-z0-9_]+", "a key of wordlm.models"))),
-    }, frozenset({"models"})),
-    "lm_cost": Section({
-        "models": ListOf(Text(r"[A-Za-z0-9_]+", "a key of wordlm.models"), min_len=2),
-        "lengths": ListOf(Int(min=2), min_len=3),  # an exponent needs 3 lengths to fit
-        "repeats": POSITIVE,
-        "seed": SEED,
-        "ntoken": Int(min=2),
-        "threads": THREADS,
-    }),
-    "claims": Section({
-        "bootstrap": Int(min=100),
-        "seed": SEED,
-    }),
+    "tinyimagenet": TinyImageNetParams.RULE,
+    "resnet": ResnetParams.RULE,
+    "resnet_runs": MapOf(ResnetRunParams.RULE),
+    "eval": EvalParams.RULE,
+    "diff": DiffParams.RULE,
+    "wordlm": WordLMParams.RULE,
+    "generate": GenerateParams.RULE,
+    "context_probe": ContextProbeParams.RULE,
+    "lm_cost": LMCostParams.RULE,
+    "claims": ClaimsParams.RULE,
 }
 
 
@@ -500,6 +634,9 @@ def _lm_eval_windows(p):
                                                          f"than eval_context {context} (its own, or wordlm.train's)")
 
 
+# A check runs in the stages that validate one of its keys - except where ``STAGE_OF`` names the one
+# key whose stage needs it: eval.epochs beyond resnet.epochs stops eval_epochs (the cheap stage to
+# re-run), not the training of a shorter run.
 CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] = [
     (("eval.run", "resnet_runs"), _eval_run_is_a_variant),
     (("diff", "eval.epochs"), _diff_epochs_are_evaluated),
@@ -511,6 +648,7 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] =
     (("wordlm.models", "wordlm.train"), _lm_eval_windows),
     (("lm_cost", "wordlm.models"), _lm_cost_models),
 ]
+STAGE_OF = {_eval_epochs_within_training: "eval.epochs"}
 
 
 # --------------------------------------------------------------------------------------
@@ -551,15 +689,17 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
         except (KeyError, TypeError):
             parent, _, name = key.rpartition(".")
             try:
-                known = f" (it has: {', '.join(map(str, _get(params, parent)))})" if parent else ""
+                has = list(map(str, _get(params, parent))) if parent else []
             except (KeyError, TypeError, AttributeError):
-                known = ""
+                has = []
+            close = difflib.get_close_matches(name, has, n=1)
+            known = f" (it has: {', '.join(has)}" + (f"; did you mean {parent}.{close[0]}?)" if close else ")") if has else ""
             raise ParamsError(f"{source}: {key} is missing{known}; set it to {rule_for(key).describe()}") from None
         found = rule_for(key).problem(value, key)
         if found:
             raise ParamsError(f"{source}: {found[1]}")
     for reads, check in CHECKS:
-        if not any(_covers(keys, k) for k in reads):
+        if not any(_covers(keys, k) for k in ((STAGE_OF[check],) if check in STAGE_OF else reads)):
             continue
         try:  # a check judges only valid keys; the stages that read the others report them
             if any(rule_for(k).problem(_get(params, k), k) for k in reads):
@@ -571,36 +711,68 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
             raise ParamsError(f"{source}: {found[1]}")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML as DVC reads params.yaml (YAML 1.2 numbers): ``1e-4`` is a float, not a string."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """YAML as DVC reads params.yaml and dvc.lock: ruamel.yaml's safe loader, YAML 1.2 - the call
+    DVC's own reader makes (dvc.utils.serialize.parse_yaml). So `yes`, `on`, `off` and `1:30` are
+    strings, `010` is 10 and `1e-4` a number, as in dvc.lock, where PyYAML (YAML 1.1) would read
+    true, true, false, 90, 8 and the string "1e-4". An empty file is an empty mapping, as for DVC."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text) or {}
 
 
-def load_params(path: str | Path = "params.yaml", *keys: str) -> dict[str, Any]:
-    """Read params.yaml and validate ``keys`` (all sections when none are given)."""
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml as DVC reads it (``read_yaml``), not yet validated; every read of params goes
+    through here."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        params = read_yaml(path.read_text())
+        return read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file. Run the stage from the project folder "
                           f"(or pass --params).") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise ParamsError(f"{path}: not valid YAML{line}. Fix it, or restore it with: "
                           f"git checkout {path}") from None
-    validate(params, list(keys), str(path))
-    return params
+
+
+def lm_model(record: dict) -> LMModelParams:
+    """A wordlm.models entry from a record of one (a train_wordlm checkpoint's config, whose other
+    keys are ignored)."""
+    return LM_MODEL.build(record)
+
+
+class Params:
+    """The params a stage validated, typed: ``params[key]`` for each dotted key it asked for
+    (``params["resnet"]`` a ResnetParams, ``params["wordlm.models.lstm"]`` an RNNParams, ``params["devices"]``
+    an int); ``raw`` is the whole file as DVC reads it."""
+
+    def __init__(self, raw: dict, keys: list[str]):
+        self.raw = raw
+        self._typed = {key: rule_for(key).build(_get(raw, key)) for key in keys}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._typed[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._typed
+
+
+def load_params(path: str | Path = "params.yaml", *keys: str) -> Params:
+    """Read params.yaml, validate ``keys`` (every section when none are given) and type them: once per
+    stage, before it does any work."""
+    raw = read_params(path)
+    validate(raw, list(keys), str(path))
+    return Params(raw, list(keys) or list(SCHEMA))
+
+
+def parse(key: str, value: Any) -> Any:
+    """One validated, typed value of a params key (``parse("resnet", {...})``): what a stage gets for
+    ``key``, for code that makes its params itself (tests, benchmarks)."""
+    found = rule_for(key).problem(value, key)
+    if found:
+        raise ParamsError(found[1])
+    return rule_for(key).build(value)

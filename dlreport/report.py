@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
+from ruamel.yaml import YAMLError
 
+from dlreport.devices import cpu_name, gpu_names
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir
+from dlreport.params import read_params, read_yaml
 from dlreport.reporting import markdown_table
 
 NOT_AVAILABLE = "Not available"
-RESNET_VARIANTS = ["cpu", "gpu1", "gpu8"]
-LM_MODELS = ["lstm", "transformer", "gcnn"]
 EXCERPT_LINES = 5  # of reports/generated.txt (20 words a line)
 # The page `dvc plots show` writes (dvc_plots/index.html), relative to the report's folder.
 PLOTS_PAGE = "../../dvc_plots/index.html"
@@ -57,7 +57,7 @@ class Inputs:
             return None
         try:
             return reader(full)
-        except (ValueError, OSError, yaml.YAMLError, pd.errors.ParserError) as error:
+        except (ValueError, OSError, pd.errors.ParserError) as error:
             raise PipelineError(f"{rel}: unreadable ({error}); re-run the stage that writes it "
                                 f"(dvc repro --force <stage>)") from error
 
@@ -202,7 +202,8 @@ class Report:
         return name
 
     def variants(self) -> list[str]:
-        return list(self.params.get("resnet_runs") or RESNET_VARIANTS)
+        """The train_resnet variants: the keys of resnet_runs (dvc.yaml's foreach)."""
+        return list(self.params.get("resnet_runs") or {})
 
     def not_trained(self, variant: str, summary: dict) -> str:
         """Why a train_resnet variant did not train (its run folder's status.json says)."""
@@ -210,7 +211,8 @@ class Report:
         return status.get("reason") or summary.get("status") or "no summary"
 
     def lm_models(self) -> list[str]:
-        return list((self.params.get("wordlm") or {}).get("models") or LM_MODELS)
+        """The train_wordlm models: the keys of wordlm.models (dvc.yaml's foreach)."""
+        return list((self.params.get("wordlm") or {}).get("models") or {})
 
     # -- 1 --------------------------------------------------------------------------------
     def layer_sizes(self) -> list[str]:
@@ -514,11 +516,15 @@ class Report:
         commit = git(root, "rev-parse", "HEAD")
         lines.append(f"- git commit: `{commit or 'unknown'}`")
         head = git(root, "show", "HEAD:params.yaml")
-        if head is None:
+        try:
+            committed = read_yaml(head) if head is not None else None
+        except YAMLError:  # a broken committed file: the workspace's was checked, this one cannot be compared
+            committed = None
+        if committed is None:
             lines.append("- params: unknown whether they differ from the committed ones (no git, or params.yaml "
-                         "not committed)")
+                         "not committed or not valid YAML there)")
         else:
-            changed = params_diff(yaml.safe_load(head) or {}, self.params)
+            changed = params_diff(committed, self.params)
             if changed:
                 lines += ["- params that differ from the committed params.yaml (`git show HEAD:params.yaml`):", "",
                           markdown_table([{"param": k, "committed": json.dumps(a), "this run": json.dumps(b)}
@@ -536,7 +542,7 @@ class Report:
                          + (f", expected WikiText-2 md5 `{lm['data_md5']}`" if lm.get("corpus") == "data" else "")
                          + f", DVC hash of `datasets/corpus` "
                            f"`{lock_hash(root, 'prepare_corpus', 'datasets/corpus') or 'unknown'}`")
-        cpu, gpus = hardware()
+        cpu, gpus = cpu_name(), gpu_names()
         lines.append(f"- hardware: CPU {cpu}, {os.cpu_count()} logical cores; "
                      + (f"{len(gpus)} GPU(s): {', '.join(gpus)}" if gpus else "no CUDA GPU"))
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
@@ -590,31 +596,11 @@ def params_diff(committed: dict, current: dict) -> list[tuple[str, Any, Any]]:
 
 def lock_hash(root: Path, stage: str, path: str) -> str | None:
     try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
+        lock = read_yaml((root / "dvc.lock").read_text())
         outs = lock["stages"][stage]["outs"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, KeyError, TypeError, YAMLError):
         return None
     return next((o.get("md5") for o in outs if o.get("path") == path), None)
-
-
-def hardware() -> tuple[str, list[str]]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus: list[str] = []
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken CUDA setup still gets a report
-        pass
-    return cpu, gpus
 
 
 def versions() -> dict[str, str]:
@@ -639,7 +625,7 @@ def build_report(root: str | Path, out: str | Path, params: dict | None = None) 
     inputs = Inputs(root)
     if params is None:
         params_file = Path(root) / "params.yaml"
-        params = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+        params = read_params(params_file) if params_file.exists() else {}
     with atomic_dir(out) as tmp:
         report = Report(inputs, params, tmp)
         text = report.render()

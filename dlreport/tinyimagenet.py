@@ -23,6 +23,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from dlreport.errors import PipelineError
+from dlreport.params import TinyImageNetParams
 from dlreport.fileio import atomic_dir, remove_leftovers, write_json
 
 if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
@@ -279,11 +281,11 @@ def download_archive(url: str, out: str | Path, md5: str | None) -> Path:
     return out
 
 
-def prepare_source(source: str, out: str | Path, *, md5: str | None, sample: dict) -> Path:
-    """The download_tinyimagenet stage: ``sample`` generates, a URL downloads."""
-    if source == "sample":
-        return generate_sample(out, **sample)
-    return download_archive(source, out, md5)
+def prepare_source(cfg: TinyImageNetParams, out: str | Path) -> Path:
+    """The download_tinyimagenet stage: source ``sample`` generates, a URL downloads."""
+    if cfg.source == "sample":
+        return generate_sample(out, **asdict(cfg.sample))
+    return download_archive(cfg.source, out, cfg.md5)
 
 
 # --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_ke
                               init_distributed)
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18, use_gemm_weight_grad
+from dlreport.params import ResnetParams
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.transforms import EpochAugmentation, augment, eval_input
@@ -38,35 +39,34 @@ from dlreport.transforms import EpochAugmentation, augment, eval_input
 # --------------------------------------------------------------------------------------
 # The recipe: checks, learning-rate schedule, the optimizer step
 # --------------------------------------------------------------------------------------
-def check_recipe(recipe: dict, world: int, processes: str = "processes") -> None:
-    if recipe["batch_size"] % world:
-        raise PipelineError(f"resnet.batch_size={recipe['batch_size']} does not split evenly over "
+def check_recipe(recipe: ResnetParams, world: int, processes: str = "processes") -> None:
+    if recipe.batch_size % world:
+        raise PipelineError(f"resnet.batch_size={recipe.batch_size} does not split evenly over "
                             f"{world} {processes}; choose a multiple of {world}.")
     # (every value's type and range was checked against dlreport/params.py before the launch;
     # the number of processes is known only here, across nodes)
 
 
-def lr_factor(recipe: dict, step: int, steps_per_epoch: int) -> float:
+def lr_factor(recipe: ResnetParams, step: int, steps_per_epoch: int) -> float:
     """The learning rate's multiplier at optimizer step ``step`` (per step, so warmup is smooth)."""
     epoch = step / steps_per_epoch
-    total = recipe["epochs"]
-    warmup = recipe.get("warmup_epochs", 0) or 0
-    name = recipe.get("schedule", "constant")
+    total = recipe.epochs
+    warmup = recipe.warmup_epochs
+    name = recipe.schedule
     if warmup and epoch < warmup:
         return (epoch + 1 / steps_per_epoch) / warmup
     if name == "constant":
         return 1.0
     if name == "step":
-        return recipe.get("gamma", 0.1) ** (int(epoch) // recipe.get("step_size", 30))
+        return recipe.gamma ** (int(epoch) // recipe.step_size)
     if name == "cosine":
         progress = (epoch - warmup) / max(1e-8, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if name == "onecycle":  # linear up over warmup (default 30%), linear down to zero
-        warmup = warmup or 0.3 * total
-        if epoch < warmup:
-            return (epoch + 1 / steps_per_epoch) / warmup
-        return max(0.0, (total - epoch) / max(1e-8, total - warmup))
-    raise PipelineError(f"resnet.schedule must be constant, step, cosine or onecycle, not {name!r}")
+    # onecycle: linear up over warmup (default 30%), linear down to zero
+    warmup = warmup or 0.3 * total
+    if epoch < warmup:
+        return (epoch + 1 / steps_per_epoch) / warmup
+    return max(0.0, (total - epoch) / max(1e-8, total - warmup))
 
 
 @dataclass
@@ -81,17 +81,17 @@ class TrainStep:
     amp: torch.dtype | None
 
     @classmethod
-    def for_recipe(cls, model: nn.Module, recipe: dict, steps_per_epoch: int, amp: torch.dtype | None,
+    def for_recipe(cls, model: nn.Module, recipe: ResnetParams, steps_per_epoch: int, amp: torch.dtype | None,
                    forward: nn.Module | None = None) -> "TrainStep":
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                                    weight_decay=recipe["weight_decay"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
         device = next(model.parameters()).device
         # fp16 needs loss scaling, and GradScaler reads its overflow check on the host every step;
         # bf16 (what precision: auto picks) and fp32 need neither.
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.get("label_smoothing", 0.0))
+        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         return cls(model if forward is None else forward, optimizer, scheduler, scaler, criterion, amp)
 
     def __call__(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +141,10 @@ def load_data(prepared: Path, device: torch.device) -> Data:
     return Data(*tensors)
 
 
-def epoch_order(n: int, recipe: dict, epoch: int, ctx: Dist) -> torch.Tensor:
+def epoch_order(n: int, recipe: ResnetParams, epoch: int, ctx: Dist) -> torch.Tensor:
     """This process's share of the epoch's shuffled sample order (DistributedSampler's)."""
     sampler = DistributedSampler(range(n), num_replicas=ctx.world, rank=ctx.rank, shuffle=True,
-                                 seed=recipe["seed"])
+                                 seed=recipe.seed)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler))
 
@@ -152,21 +152,21 @@ def epoch_order(n: int, recipe: dict, epoch: int, ctx: Dist) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------
-def train_one_epoch(step_fn: TrainStep, data: Data, epoch: int, recipe: dict, ctx: Dist, log) -> dict:
+def train_one_epoch(step_fn: TrainStep, data: Data, epoch: int, recipe: ResnetParams, ctx: Dist, log) -> dict:
     step_fn.forward.train()
     images_on = data.train_images.device
     n = len(data.train_images)
-    per_rank = recipe["batch_size"] // ctx.world
+    per_rank = recipe.batch_size // ctx.world
     # One host-to-device copy per epoch: each step then only indexes device tensors.
     order = epoch_order(n, recipe, epoch, ctx).to(images_on)
-    aug = EpochAugmentation.draw(n, recipe["seed"], epoch).to(images_on)
+    aug = EpochAugmentation.draw(n, recipe.seed, epoch).to(images_on)
     steps = math.ceil(len(order) / per_rank)
     timer = StepTimer(ctx.device)
     meters = DeviceMeters([":.4e", ":6.2f", ":6.2f"], ctx.device)  # loss, Acc@1, Acc@5
     start = time.perf_counter()
     for step in range(steps):
         index = order[step * per_rank:(step + 1) * per_rank]
-        images = augment(data.train_images[index], index, aug, recipe["input_size"])
+        images = augment(data.train_images[index], index, aug, recipe.input_size)
         target = data.train_labels[index]
         timer.data_ready()
         output, loss = step_fn(images, target)
@@ -174,7 +174,7 @@ def train_one_epoch(step_fn: TrainStep, data: Data, epoch: int, recipe: dict, ct
         correct = topk_correct(output.detach().float(), target).double()
         meters.update(torch.cat([loss.detach().double().reshape(1), correct * (100.0 / batch)]), batch)
         timer.step_done()
-        if step % recipe["print_freq"] == 0 or step == steps - 1:
+        if step % recipe.print_freq == 0 or step == steps - 1:
             timer.read()
             losses, top1, top5 = meters.read()
             if ctx.main:
@@ -219,14 +219,14 @@ def evaluate_images(model, images: torch.Tensor, labels: torch.Tensor, *, batch_
     return torch.cat(out) if out else torch.empty(0, device=device)
 
 
-def validate(model, data: Data, recipe: dict, amp, ctx: Dist, log) -> dict:
+def validate(model, data: Data, recipe: ResnetParams, amp, ctx: Dist, log) -> dict:
     """Loss/Acc@1/Acc@5 on the whole validation set, sharded across processes."""
     n = len(data.val_images)
     lo, hi = n * ctx.rank // ctx.world, n * (ctx.rank + 1) // ctx.world
     target = data.val_labels[lo:hi].to(ctx.device)
-    logits = evaluate_images(model, data.val_images[lo:hi], target, batch_size=recipe["eval_batch_size"],
-                             input_size=recipe["input_size"], amp=amp, device=ctx.device,
-                             print_freq=recipe["print_freq"], log=log if ctx.main else None)
+    logits = evaluate_images(model, data.val_images[lo:hi], target, batch_size=recipe.eval_batch_size,
+                             input_size=recipe.input_size, amp=amp, device=ctx.device,
+                             print_freq=recipe.print_freq, log=log if ctx.main else None)
     loss = F.cross_entropy(logits, target, reduction="sum").reshape(1)
     totals = torch.cat([loss, topk_correct(logits, target)]).cpu().double()
     loss, c1, c5, count = all_reduce_sum(torch.cat([totals, torch.tensor([float(len(target))], dtype=torch.float64)]), ctx)
@@ -236,10 +236,10 @@ def validate(model, data: Data, recipe: dict, amp, ctx: Dist, log) -> dict:
     return result
 
 
-def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backend: str = "auto",
+def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool, backend: str = "auto",
           log=print) -> dict | None:
     """Train (or resume) one run; returns the run summary on rank 0, None on other ranks."""
-    configure_kernels(recipe.get("deterministic", False), use_cuda)  # before any GPU work (cuBLAS reads it once)
+    configure_kernels(recipe.deterministic, use_cuda)  # before any GPU work (cuBLAS reads it once)
     ctx = init_distributed(use_cuda, backend)
     check_recipe(recipe, ctx.world)
     run_dir = Path(run_dir)
@@ -247,9 +247,9 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
     data = load_data(Path(prepared), ctx.device)
     num_classes = len(load_classes(prepared))
 
-    torch.manual_seed(recipe["seed"])
-    model = build_resnet18(num_classes, recipe["stem"])
-    if recipe.get("sync_bn") and ctx.world > 1:
+    torch.manual_seed(recipe.seed)
+    model = build_resnet18(num_classes, recipe.stem)
+    if recipe.sync_bn and ctx.world > 1:
         if use_cuda:
             # Not free for the host: each SyncBatchNorm forward drops the gathered statistics of
             # empty batches with a boolean mask whose result size the host must read, so with
@@ -262,11 +262,11 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
     forward = model
     if ctx.world > 1:
         forward = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if use_cuda else None)
-    if recipe.get("compile"):
+    if recipe.compile:
         # Only the training forward/backward is compiled; validation runs the plain model.
-        forward = torch.compile(forward, mode=recipe["compile"])
-    steps_per_epoch = math.ceil(math.ceil(len(data.train_images) / ctx.world) / (recipe["batch_size"] // ctx.world))
-    amp = autocast_dtype(recipe["precision"], ctx.device)
+        forward = torch.compile(forward, mode=recipe.compile)
+    steps_per_epoch = math.ceil(math.ceil(len(data.train_images) / ctx.world) / (recipe.batch_size // ctx.world))
+    amp = autocast_dtype(recipe.precision, ctx.device)
     step_fn = TrainStep.for_recipe(model, recipe, steps_per_epoch, amp, forward)
 
     # Every rank reads the same resume state (the run folder must be shared across nodes to resume).
@@ -289,12 +289,12 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
         history = list(state["history"])
 
     logger = RunLogger(run_dir, history, say) if ctx.main else None
-    say(f"=> training {recipe['epochs']} epochs on {ctx.world} process(es), "
+    say(f"=> training {recipe.epochs} epochs on {ctx.world} process(es), "
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
         f"{len(data.train_images)} train / {len(data.val_images)} val images"
         + (", deterministic kernels" if torch.are_deterministic_algorithms_enabled() else ""))
     try:
-        for epoch in range(start_epoch, recipe["epochs"] + 1):
+        for epoch in range(start_epoch, recipe.epochs + 1):
             lr = step_fn.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             metrics = train_one_epoch(step_fn, data, epoch, recipe, ctx, say)
@@ -307,9 +307,9 @@ def train(recipe: dict, prepared: Path, run_dir: Path, *, use_cuda: bool, backen
                 # The weights as CPU tensors: a CPU-only user loads them with a plain
                 # torch.load(path, weights_only=True) (CUDA tensors would need map_location).
                 state_dict = {name: value.detach().cpu() for name, value in model.state_dict().items()}
-                weights = {"epoch": epoch, "model": state_dict, "recipe": dict(recipe),
+                weights = {"epoch": epoch, "model": state_dict, "recipe": recipe.recipe(),
                            "metrics": metrics, "num_classes": num_classes, "world_size": ctx.world}
-                checkpoints.save_epoch(run_dir, weights, {
+                checkpoints.save_epoch(run_dir, recipe, weights, {
                     **weights, "optimizer": step_fn.optimizer.state_dict(),
                     "scheduler": step_fn.scheduler.state_dict(), "scaler": step_fn.scaler.state_dict(),
                     "rng": checkpoints.rng_state(), "history": history})

@@ -21,14 +21,14 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "claims", "tinyimagenet.source", "wordlm.corpus", "resnet.input_size",
                          "resnet.stem", "resnet.epochs", "resnet_runs", "wordlm.models")
-    facts = RunFacts(sample_images=params["tinyimagenet"]["source"] == "sample",
-                     sample_corpus=params["wordlm"]["corpus"] == "sample",
-                     input_size=params["resnet"]["input_size"], stem=params["resnet"]["stem"],
-                     epochs=params["resnet"]["epochs"], variants=list(params["resnet_runs"]),
-                     lm_models=list(params["wordlm"]["models"]), bootstrap=params["claims"]["bootstrap"],
-                     seed=params["claims"]["seed"])
+    cfg = params["claims"]
+    facts = RunFacts(sample_images=params["tinyimagenet.source"] == "sample",
+                     sample_corpus=params["wordlm.corpus"] == "sample",
+                     input_size=params["resnet.input_size"], stem=params["resnet.stem"],
+                     epochs=params["resnet.epochs"], variants=list(params["resnet_runs"]),
+                     lm_models=list(params["wordlm.models"]), bootstrap=cfg.bootstrap, seed=cfg.seed)
     claims, _ = build_ledger(".", facts)
-    data = "the generated sample images" if facts.sample_images else f"`{params['tinyimagenet']['source']}`"
+    data = "the generated sample images" if facts.sample_images else f"`{params['tinyimagenet.source']}`"
     corpus = "the generated sample corpus" if facts.sample_corpus else "WikiText-2"
     about = (f"This run: ResNet-18 on {data}, {facts.epochs} epochs at {facts.input_size}x{facts.input_size}; "
              f"language models on {corpus}; machine: {cpu_name()}.")

@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "context_probe")
     cfg = params["context_probe"]
-    models = list(cfg.get("models") or params["wordlm"]["models"])
+    models = cfg.models or list(params.raw["wordlm"]["models"])  # (the models are checked by train_wordlm)
     context_probe(cfg, args.runs, models, args.corpus, args.out, args.metrics)
 
 

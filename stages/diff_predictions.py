@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--out", default="reports/diff_predictions")
     parser.add_argument("--metrics", default="metrics/diff_predictions.json")
     args = parser.parse_args()
-    counts = diff_predictions(load_params(args.params, "diff"), Path(args.predictions), Path(args.prepared),
+    counts = diff_predictions(load_params(args.params, "diff")["diff"], Path(args.predictions), Path(args.prepared),
                               Path(args.data), Path(args.out))
     write_json(args.metrics, diff_metrics(counts))
     print(f"epoch {counts['epoch_a']} vs {counts['epoch_b']}: {counts['differing']} of {counts['images']} "

@@ -14,8 +14,8 @@ def main() -> None:
                         help="the extracted tiny-imagenet-200 folder to create")
     args = parser.parse_args()
     cfg = load_params(args.params, "tinyimagenet")["tinyimagenet"]
-    root = prepare_source(cfg["source"], args.out, md5=cfg.get("md5"), sample=cfg["sample"])
-    print(f"Tiny-ImageNet ready in {root} (source: {cfg['source']})")
+    root = prepare_source(cfg, args.out)
+    print(f"Tiny-ImageNet ready in {root} (source: {cfg.source})")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/eval", help="per-epoch predictions and accuracy table")
     parser.add_argument("--metrics", default="metrics/eval.json")
     args = parser.parse_args()
-    metrics = eval_epochs(load_params(args.params, "eval"), Path(args.prepared), Path(args.runs),
+    metrics = eval_epochs(load_params(args.params, "eval")["eval"], Path(args.prepared), Path(args.runs),
                           load_summaries(args.summaries), Path(args.out))
     write_json(args.metrics, metrics)
 

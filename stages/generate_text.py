@@ -1,6 +1,7 @@
 """Stage generate_text: write reports/generated.txt (20 words a line) from the model named by
 generate.model, with generate.words, generate.temperature, generate.seed and generate.prompt."""
 import argparse
+import json
 
 from _common import run_stage
 
@@ -16,7 +17,8 @@ def main() -> None:
     args = parser.parse_args()
     gen = load_params(args.params, "generate")["generate"]
     words = generate_text(gen, args.runs, args.out)
-    print(f"| Generated {len(words)} words with {gen['model']} -> {args.out}")
+    start = f"the prompt {json.dumps(gen.prompt)}" if gen.prompt is not None else "a random first word"
+    print(f"| Generated {len(words)} words with {gen.model} from {start} -> {args.out}")
 
 
 if __name__ == "__main__":

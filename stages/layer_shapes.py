@@ -13,11 +13,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="reports/layer_shapes.csv")
     args = parser.parse_args()
-    recipe = load_params(args.params, "resnet.stem", "resnet.input_size")["resnet"]
-    table = layer_table(recipe["stem"], recipe["input_size"])
+    params = load_params(args.params, "resnet.stem", "resnet.input_size")
+    stem, size = params["resnet.stem"], params["resnet.input_size"]
+    table = layer_table(stem, size)
     with atomic_file(args.out) as handle:
         table.to_csv(handle, index=False)
-    print(f"ResNet-18 ({recipe['stem']} stem), {recipe['input_size']}x{recipe['input_size']} input:")
+    print(f"ResNet-18 ({stem} stem), {size}x{size} input:")
     print(table.to_string(index=False))
 
 

@@ -25,21 +25,20 @@ def main() -> None:
     parser.add_argument("--metrics", default="metrics/lm_cost", help="folder: one <model>.json each")
     args = parser.parse_args()
     params = load_params(args.params, "lm_cost", "wordlm.models")
-    cfg, entries = params["lm_cost"], params["wordlm"]["models"]
-    set_threads(cfg["threads"])
-    settings = CostSettings(lengths=sorted(cfg["lengths"]), repeats=cfg["repeats"], seed=cfg["seed"],
-                            ntoken=cfg["ntoken"])
-    models = {name: build_model(entries[name], settings.ntoken) for name in cfg["models"]}
-    quadratic = next(name for name in cfg["models"] if entries[name]["type"] == "Transformer")
+    cfg, entries = params["lm_cost"], params["wordlm.models"]
+    set_threads(cfg.threads)
+    settings = CostSettings(lengths=sorted(cfg.lengths), repeats=cfg.repeats, seed=cfg.seed, ntoken=cfg.ntoken)
+    models = {name: build_model(entries[name], settings.ntoken) for name in cfg.models}
+    quadratic = next(name for name in cfg.models if entries[name].type == "Transformer")
     start = time.time()
     rows = measure_models(models, settings)
     fits = exponents(rows, quadratic)
     with atomic_dir(args.out) as tmp:
         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp / "cost.csv", index=False)
         cost_figure(rows, fits, tmp / "cost.png")
-        write_json(tmp / "summary.json", {"cpu": cpu_name(), "threads": cfg["threads"], "batch": 1,
+        write_json(tmp / "summary.json", {"cpu": cpu_name(), "threads": cfg.threads, "batch": 1,
                                           "quadratic_model": quadratic,
-                                          "types": {name: entries[name]["type"] for name in models},
+                                          "types": {name: entries[name].type for name in models},
                                           "fits": fits})
     with atomic_dir(args.metrics) as tmp:
         for name in models:

@@ -19,7 +19,8 @@ def main() -> None:
     parser.add_argument("--metrics", default="metrics/corpus.json")
     args = parser.parse_args()
     params = load_params(args.params, "wordlm.corpus", "wordlm.data_md5", "wordlm.sample")
-    stats = prepare_corpus(params["wordlm"], args.data, args.out, args.metrics)
+    stats = prepare_corpus(params["wordlm.corpus"], params["wordlm.data_md5"], params["wordlm.sample"], args.data,
+                           args.out, args.metrics)
     print(f"corpus ({stats['source']}): {stats['train_tokens']:,} / {stats['valid_tokens']:,} / "
           f"{stats['test_tokens']:,} tokens (train/valid/test), vocabulary {stats['vocab_size']:,} -> {args.out}")
 

@@ -21,8 +21,8 @@ def main() -> None:
     parser.add_argument("--summary", help="metrics file (default metrics/train_wordlm_<model>.json)")
     args = parser.parse_args()
     params = load_params(args.params, "wordlm.train", f"wordlm.models.{args.model}")
-    train_wordlm(params, args.model, args.corpus, args.out or f"runs/wordlm/{args.model}",
-                 args.summary or f"metrics/train_wordlm_{args.model}.json")
+    train_wordlm(params["wordlm.train"], args.model, params[f"wordlm.models.{args.model}"], args.corpus,
+                 args.out or f"runs/wordlm/{args.model}", args.summary or f"metrics/train_wordlm_{args.model}.json")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Shared test helpers: real temp git+DVC repositories, real stage runs, the shared real data."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
+import runpy
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -16,12 +20,35 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-mini.zip"
 TINY_ZIP_MD5 = "ff9e50b4c7834bb4d617a867ac582879"
 WIKITEXT_SAMPLE = SHARED_DATA / "wikitext-2-sample"
+STAGES = REPO / "stages"
 
 # What a pipeline run needs (used where the project is not a git checkout).
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", "stages", "dlreport"]
 
 sys.path.insert(0, str(REPO))
+
+from dlreport.params import read_params  # noqa: E402  (params.yaml as DVC reads it)
+
+
+def run_stage_in_process(script_and_args: list[str]) -> tuple[int, str]:
+    """Run a stage entry point as `python stages/<script> ...` would, in this process (the
+    interpreter and torch start once for the whole table); returns (exit status, stderr)."""
+    script, *args = script_and_args
+    err = io.StringIO()
+    argv = sys.argv
+    sys.argv = [str(STAGES / script), *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(str(STAGES / script), run_name="__main__")
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    except Exception:  # escaped run_stage: as a subprocess this would be a traceback
+        status, err = "exception", io.StringIO(traceback.format_exc())
+    finally:
+        sys.argv = argv
+    return status, err.getvalue()
 
 
 def needs_shared(path: Path):
@@ -74,7 +101,7 @@ TINY_PARAMS = {
 
 
 def write_params(repo: Path, overrides: dict) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params(REPO / "params.yaml")
     params = deep_update(params, overrides)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params

@@ -7,26 +7,33 @@ from __future__ import annotations
 from pathlib import Path
 
 
+from dataclasses import replace
+
+from conftest import REPO
+from conftest import run as run_command
 from dlreport import checkpoints
+from dlreport.params import ResnetParams, load_params
 
-RECIPE = {"epochs": 4, "batch_size": 64, "lr": 0.1, "seed": 0, "keep_epochs": "all"}
+# params.yaml's recipe, 4 epochs of batch 64, every epoch's weights kept
+RECIPE = replace(load_params(REPO / "params.yaml", "resnet")["resnet"], epochs=4, batch_size=64, lr=0.1, seed=0,
+                 keep_epochs="all")
 
 
-def run_folder(tmp_path: Path, trained: int | None, weights: list[int], recipe: dict = RECIPE) -> Path:
+def run_folder(tmp_path: Path, trained: int | None, weights: list[int], recipe: ResnetParams = RECIPE) -> Path:
     """A run folder whose resume.pt is at epoch ``trained`` (None: no resume.pt), with epoch files."""
     run = tmp_path / "run"
     for epoch in weights:
-        checkpoints.save_atomic({"epoch": epoch, "recipe": recipe}, checkpoints.checkpoint_path(run, epoch))
+        checkpoints.save_atomic({"epoch": epoch, "recipe": recipe.recipe()}, checkpoints.checkpoint_path(run, epoch))
     if trained is not None:
-        checkpoints.save_atomic({"epoch": trained, "recipe": recipe, "history": []}, checkpoints.resume_path(run))
+        checkpoints.save_atomic({"epoch": trained, "recipe": recipe.recipe(), "history": []}, checkpoints.resume_path(run))
     return run
 
 
 def test_keep_epochs_policy_and_its_errors():
-    keep = {**RECIPE, "epochs": 20, "keep_epochs": [7, 18]}
+    keep = replace(RECIPE, epochs=20, keep_epochs=[7, 18])
     assert [e for e in range(1, 21) if checkpoints.keeps_weights(keep, e)] == [7, 18, 20]
     assert all(checkpoints.keeps_weights(RECIPE, e) for e in range(1, 5))
-    assert [e for e in range(1, 5) if checkpoints.keeps_weights({**RECIPE, "keep_epochs": []}, e)] == [4]
+    assert [e for e in range(1, 5) if checkpoints.keeps_weights(replace(RECIPE, keep_epochs=[]), e)] == [4]
     # (bad values of resnet.keep_epochs are params errors: tests/test_params.py)
 
 
@@ -35,7 +42,7 @@ def test_resume_from_resume_pt_and_drop_what_is_not_kept(tmp_path: Path):
     run = run_folder(tmp_path, 3, [1, 2, 3, 4])
     (run / "checkpoints" / ".epoch_05.pt.tmp").write_bytes(b"half a file")  # a kill during a write
     log = []
-    state, start = checkpoints.find_resume_point(run, {**RECIPE, "keep_epochs": [2]}, log.append)
+    state, start = checkpoints.find_resume_point(run, replace(RECIPE, keep_epochs=[2]), log.append)
     assert state["epoch"] == 3 and start == 4
     assert checkpoints.saved_epochs(run) == [2], "epochs 1 and 3 are no longer kept; 4 is trained again"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_02.pt", "resume.pt"]
@@ -45,7 +52,7 @@ def test_resume_from_resume_pt_and_drop_what_is_not_kept(tmp_path: Path):
 def test_what_is_never_resumed_is_moved_aside(tmp_path: Path):
     cases = [
         (None, [1, 2], RECIPE, "have no resume.pt"),                                 # old format
-        (2, [1, 2], {**RECIPE, "lr": 0.05}, "made with other params (lr: 0.1 -> 0.05)"),
+        (2, [1, 2], replace(RECIPE, lr=0.05), "made with other params (lr: 0.1 -> 0.05)"),
         (2, [2], RECIPE, "lack the weights of epoch(s) 1, which resnet.keep_epochs now keeps"),
     ]
     for i, (trained, weights, recipe, why) in enumerate(cases):
@@ -67,10 +74,10 @@ def test_raising_epochs_continues_where_the_schedule_allows(tmp_path: Path):
                                         ("cosine", 6, False), ("constant", 3, False)):
         base = tmp_path / f"{schedule}-{epochs}"
         base.mkdir()
-        recipe = {**RECIPE, "schedule": schedule}
+        recipe = replace(RECIPE, schedule=schedule)
         run = run_folder(base, 4, [1, 2, 3, 4], recipe)
         log = []
-        state, start = checkpoints.find_resume_point(run, {**recipe, "epochs": epochs}, log.append)
+        state, start = checkpoints.find_resume_point(run, replace(recipe, epochs=epochs), log.append)
         if continued:
             assert state["epoch"] == 4 and start == 5, (schedule, epochs)
             assert ("continuing" in log[-1]) == (epochs > 4) and checkpoints.saved_epochs(run) == [1, 2, 3, 4]
@@ -84,18 +91,18 @@ def test_empty_run_folder_starts_at_epoch_one(tmp_path: Path):
     assert checkpoints.find_resume_point(tmp_path / "run", RECIPE, log.append) == (None, 1) and not log
 
 
-def trained_epochs(run: Path, recipe: dict, epochs: range) -> None:
+def trained_epochs(run: Path, recipe: ResnetParams, epochs: range) -> None:
     """What the training loop writes after each epoch (save_epoch: weights, resume.pt, progress)."""
     for epoch in epochs:
-        weights = {"epoch": epoch, "recipe": recipe}
-        checkpoints.save_epoch(run, weights, {**weights, "history": []})
+        weights = {"epoch": epoch, "recipe": recipe.recipe()}
+        checkpoints.save_epoch(run, recipe, weights, {**weights, "history": []})
 
 
 def test_an_interrupted_run_survives_dvc_restoring_the_committed_checkpoints(tmp_path: Path):
     """`dvc exp run` checks out the baseline's committed run folder before re-running the stage:
     the interrupted run's checkpoints come back from the progress folder, the baseline's are moved
     aside, and training resumes."""
-    run, seed1 = tmp_path / "run", {**RECIPE, "seed": 1}
+    run, seed1 = tmp_path / "run", replace(RECIPE, seed=1)
     trained_epochs(run, seed1, range(1, 3))  # interrupted after epoch 2 of 4
     progress = checkpoints.progress_path(run)
     assert sorted(p.name for p in progress.iterdir()) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"]
@@ -129,7 +136,7 @@ def test_progress_of_a_plain_rerun_or_of_other_params(tmp_path: Path):
     assert checkpoints.find_resume_point(run, RECIPE, log.append)[1] == 3 and "resuming" in log[-1]
     assert checkpoints.progress_path(run).exists()
     log = []  # the next start has other params: that progress is moved aside, not deleted
-    assert checkpoints.find_resume_point(run, {**RECIPE, "lr": 0.05}, log.append) == (None, 1)
+    assert checkpoints.find_resume_point(run, replace(RECIPE, lr=0.05), log.append) == (None, 1)
     assert "an interrupted run of other params" in log[0] and not checkpoints.progress_path(run).exists()
     assert len(list(tmp_path.glob(".run-stale-*-progress/epoch_*.pt"))) == 2
 
@@ -141,9 +148,14 @@ def test_checkpoints_dvc_has_cached_are_removed_not_moved_aside(tmp_path: Path, 
     import shutil
 
     root = tmp_path / "project"
-    cache = tmp_path / "elsewhere" / "cache"  # `dvc cache dir --local` moved it
-    (root / ".dvc").mkdir(parents=True)
-    (root / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
+    root.mkdir()
+    run_command(["dvc", "init", "--no-scm", "-q"], cwd=root)
+    # The user's global DVC config moved the cache (`dvc cache dir --global`), which no file of the
+    # project names: DVC's own `dvc cache dir` knows.
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(tmp_path / "global-config"))
+    cache = tmp_path / "elsewhere" / "cache"
+    run_command(["dvc", "cache", "dir", "--global", str(cache)], cwd=root)
+    assert not (root / ".dvc" / "config.local").exists() and str(cache) not in (root / ".dvc" / "config").read_text()
     run = run_folder(root / "runs", 2, [1, 2])
     for name in ("epoch_01.pt", "resume.pt"):  # committed; epoch_02.pt is not in the cache
         digest = hashlib.md5((run / "checkpoints" / name).read_bytes()).hexdigest()
@@ -151,7 +163,7 @@ def test_checkpoints_dvc_has_cached_are_removed_not_moved_aside(tmp_path: Path, 
         shutil.copyfile(run / "checkpoints" / name, cache / "files" / "md5" / digest[:2] / digest[2:])
     monkeypatch.setenv("DVC_ROOT", str(root))
     log = []
-    assert checkpoints.find_resume_point(run, {**RECIPE, "lr": 0.05}, log.append) == (None, 1)
+    assert checkpoints.find_resume_point(run, replace(RECIPE, lr=0.05), log.append) == (None, 1)
     assert "2 file(s) DVC's cache holds removed" in log[0] and "moved to" in log[0], log
     stale = list((root / "runs").glob(".run-stale-*"))
     assert [p.name for p in stale[0].iterdir()] == ["epoch_02.pt"] and not (run / "checkpoints").exists()

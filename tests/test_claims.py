@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, read_params
 from dlreport.claims import (NOT_MEASURABLE, SUPPORTED, CONTRADICTED, VERDICTS, Ledger, RunFacts,
                              accuracy_intervals, build_ledger, overfitting, peak_then_slight_fall,
                              rises_with_epochs, steady_decline)
@@ -199,7 +199,7 @@ def test_the_default_run_writes_a_ledger_with_every_claim(reproduced: Path):
 
 
 def test_deps_are_exactly_what_the_ledger_reads(reproduced: Path):
-    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    params = read_params(reproduced / "params.yaml")
     _, asked = build_ledger(reproduced, facts(variants=list(params["resnet_runs"]),
                                               lm_models=list(params["wordlm"]["models"])))
     deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["claims"]["deps"]) - CODE_DEPS

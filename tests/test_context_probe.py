@@ -17,9 +17,10 @@ from conftest import TINY_PARAMS, run
 from dlreport.wordlm.corpus import Corpus, write_corpus
 from dlreport.wordlm.models import build_model
 from dlreport.wordlm.probe import (context_grid, effective_contexts, powers_of_two, replace_far, resample_weights,
-                                   score, shuffle_far, summarise, target_positions, windows)
+                                   score, shuffle_far, summarize, target_positions, windows)
 from dlreport.wordlm.sample import generate_sample
-from dlreport.wordlm.train import load_checkpoint, train_wordlm
+from dlreport.params import LMTrainParams, lm_model
+from dlreport.wordlm.train import load_model, train_wordlm
 
 # Small models run fastest, and alike on any machine, on one thread.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +39,8 @@ def by(rows: list[dict], key: str) -> dict:
 
 def test_cnn_ignores_exactly_what_lies_beyond_its_receptive_field():
     torch.manual_seed(0)
-    model = sharp(build_model(dict(type="GCNN", emsize=16, nhid=16, kernel_size=3, dilations=[1, 2, 4], dropout=0.0), 50))
+    model = sharp(build_model(lm_model(dict(type="GCNN", emsize=16, nhid=16, kernel_size=3, dilations=[1, 2, 4],
+                                            dropout=0.0, lr=1.0)), 50))
     rf = model.receptive_field
     assert rf == 15
     stream = torch.randint(50, (800,))
@@ -47,7 +49,7 @@ def test_cnn_ignores_exactly_what_lies_beyond_its_receptive_field():
     assert (ks, beyond) == ([1, 2, 4, 8, 15], [16, 32])
     distances = [1, 2, 5, rf - 1, rf, rf + 1, 20, 31]
     losses = score(model, stream, targets, ks + beyond, distances, 32, 50, seed=0)
-    r = summarise(losses, ks, beyond, distances, 32, resample_weights(len(targets), 200, 0), 0.01, 35)
+    r = summarize(losses, ks, beyond, distances, 32, resample_weights(len(targets), 200, 0), 0.01, 35)
     for kind in ("shuffle", "random"):
         for d, row in by(r[kind], "distance").items():
             if d >= rf:  # only tokens beyond the receptive field are perturbed: exactly no change
@@ -79,7 +81,7 @@ def test_the_targets_are_the_same_for_every_setting():
         assert torch.equal(shuffled[:-d].sort(dim=0).values, context[:-d].sort(dim=0).values)
         assert not torch.equal(shuffled, context) and not torch.equal(replaced, context)
     # the probe's loss at k is the loss of each target, computed one by one
-    model = sharp(build_model(dict(type="LSTM", emsize=8, nhid=8, nlayers=1, dropout=0.0), 40))
+    model = sharp(build_model(lm_model(dict(type="LSTM", emsize=8, nhid=8, nlayers=1, dropout=0.0, lr=1.0)), 40))
     losses = score(model, stream, targets, [1, 4, 64], [10], 64, 40, seed=0, batch=30)
     with torch.no_grad():
         for row, k in enumerate((1, 4, 64)):
@@ -101,7 +103,7 @@ def test_the_bootstrap_intervals_and_the_effective_context():
     truncated = torch.stack([3.0 + 2.0 / k + noise for k in (1, 2, 4, 8)])
     truncated[2] = truncated[3]  # k = 4 is exactly as good as k = 8
     losses = dict(truncated=truncated, shuffle=truncated[3:] + 0.2, random=truncated[3:] + noise)
-    r = summarise(losses, [1, 2, 4, 8], [], [1], 8, weights, 0.01, 2)
+    r = summarize(losses, [1, 2, 4, 8], [], [1], 8, weights, 0.01, 2)
     curve = by(r["curve"], "context")
     for k, row in zip((1, 2, 4, 8), truncated):
         c = curve[k]
@@ -155,8 +157,12 @@ def test_a_dependency_exactly_60_tokens_back_is_found_where_it_is(tmp_path: Path
                          lr=3e-3, optimizer="adamw", batch_size=64)}}}
     results, stream = {}, None
     for name in ("transformer", "gcnn"):
-        train_wordlm(params, name, corpus, tmp_path / name, tmp_path / f"{name}.json", log=lambda *_: None)
-        model, config, vocab = load_checkpoint(tmp_path / name)
+        # (built directly: eval_stride = eval_context, which params.yaml may not hold, keeps the
+        # shared windows non-overlapping here)
+        train_wordlm(LMTrainParams(**params["wordlm"]["train"]), name, lm_model(params["wordlm"]["models"][name]),
+                     corpus, tmp_path / name,
+                     tmp_path / f"{name}.json", log=lambda *_: None)
+        model, config, vocab = load_model(tmp_path / name)
         if stream is None:
             stream = Corpus(corpus, vocab).test
             answers = torch.tensor([vocab[w].startswith("a") for w in stream.tolist()])
@@ -167,7 +173,7 @@ def test_a_dependency_exactly_60_tokens_back_is_found_where_it_is(tmp_path: Path
         ks, beyond = [k for k in lengths if k <= trained], [k for k in lengths if k > trained]
         distances = [10, 30, LAG - 1, LAG, 100]  # farther than d = 59: the key replaced; d = 60: the key kept
         losses = score(model, stream, targets, ks + beyond, distances, 128, len(vocab), seed=0)
-        results[name] = dict(trained=trained, **summarise(losses, ks, beyond, distances, 128, weights, 0.01, 999))
+        results[name] = dict(trained=trained, **summarize(losses, ks, beyond, distances, 128, weights, 0.01, 999))
 
     transformer, gcnn = results["transformer"], results["gcnn"]
     assert transformer["trained"] == 128 and gcnn["trained"] == 31  # bptt 128 for it alone; the CNN: its field
@@ -205,13 +211,15 @@ def far_context_use(tmp_path: Path, long_range: bool) -> dict:
                       eval_batch_size=10, eval_context=35, eval_stride=35, threads=1),
         "models": {"lstm": dict(type="LSTM", emsize=64, nhid=64, nlayers=1, dropout=0.0, lr=0.003,
                                 optimizer="adamw")}}}
-    train_wordlm(params, "lstm", corpus, tmp_path / f"run-{long_range}", tmp_path / "m.json", log=lambda *_: None)
-    model, config, vocab = load_checkpoint(tmp_path / f"run-{long_range}")
+    train_wordlm(LMTrainParams(**params["wordlm"]["train"]), "lstm", lm_model(params["wordlm"]["models"]["lstm"]),
+                 corpus, tmp_path / f"run-{long_range}",
+                 tmp_path / "m.json", log=lambda *_: None)
+    model, config, vocab = load_model(tmp_path / f"run-{long_range}")
     stream = Corpus(corpus, vocab).test
     targets = target_positions(len(stream), 35, 3000)
     ks, _ = context_grid(config["trained_context"], 35, 35)
     losses = score(model, stream, targets, ks, [15, 20], 35, len(vocab), seed=0)
-    return by(summarise(losses, ks, [], [15, 20], 35, resample_weights(len(targets), 1000, 0), 0.01, 35)["random"],
+    return by(summarize(losses, ks, [], [15, 20], 35, resample_weights(len(targets), 1000, 0), 0.01, 35)["random"],
               "distance")
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from dlreport import evaluation
 from dlreport.errors import PipelineError
+from dlreport.params import DiffParams
 
 
 def predictions(top1: list[int], true: list[int]) -> pd.DataFrame:
@@ -75,26 +76,12 @@ def test_run_and_epoch_resolution(tmp_path):
         (run / "checkpoints" / f"epoch_{e:02d}.pt").write_bytes(b"")
     assert evaluation.resolve_epochs("all", run) == [1, 2, 3]
     assert evaluation.resolve_epochs([3, 1], run) == [3, 1]
-    with pytest.raises(PipelineError, match=r"epoch\(s\) 7, 18 were never saved .*saved: 1, 2, 3"):
+    with pytest.raises(PipelineError, match=r"holds no weights of epoch\(s\) 7, 18 \(saved: 1, 2, 3\)"):
         evaluation.resolve_epochs([7, 18], run)
 
 
 def test_diff_pair_must_have_been_evaluated():
-    assert evaluation.resolve_pair({"diff": {"a": None, "b": None}}, [7, 18]) == (7, 18)
-    assert evaluation.resolve_pair({"diff": {"a": 3, "b": None}}, [3, 7, 18]) == (3, 18)
+    assert evaluation.resolve_pair(DiffParams(a=None, b=None, grid_images=0), [7, 18]) == (7, 18)
+    assert evaluation.resolve_pair(DiffParams(a=3, b=None, grid_images=0), [3, 7, 18]) == (3, 18)
     with pytest.raises(PipelineError, match="diff epoch.*5 were not evaluated.*eval.epochs"):
-        evaluation.resolve_pair({"diff": {"a": 5, "b": 18}}, [7, 18])
-
-
-def test_epoch_whose_weights_were_not_kept_names_keep_epochs(tmp_path):
-    from dlreport import checkpoints
-
-    run = tmp_path / "run"
-    recipe = {"epochs": 3, "keep_epochs": [2]}
-    for e in (2, 3):
-        checkpoints.save_atomic({"epoch": e, "recipe": recipe}, checkpoints.checkpoint_path(run, e))
-    with pytest.raises(PipelineError, match=r"epoch\(s\) 1 were not kept: .*resnet.keep_epochs=\[2\] "
-                                            r"\(saved: 2, 3\)\. Add them to resnet.keep_epochs"):
-        evaluation.resolve_epochs([1, 3], run)
-    with pytest.raises(PipelineError, match=r"epoch\(s\) 4 were never saved"):
-        evaluation.resolve_epochs([4], run)
+        evaluation.resolve_pair(DiffParams(a=5, b=18, grid_images=0), [7, 18])

@@ -9,6 +9,7 @@ import torch
 
 from dlreport.wordlm.cost import (CostSettings, PeakMemory, crossover, exponents, fit_lengths, fit_terms,
                                   measure_models, slope)
+from dlreport.params import lm_model
 from dlreport.wordlm.models import build_model
 
 
@@ -45,9 +46,9 @@ def test_exponents_near_2_for_attention_and_near_1_for_the_cnn(one_thread):
     """Tiny models (16 channels) so that attention dominates from a few hundred tokens: the
     Transformer's exponent is within 0.3 of 2 for memory and 0.5 for time (this machine's timing
     noise), the CNN's within 0.2 of 1 for memory and 0.4 for time."""
-    common = {"emsize": 16, "nhid": 16, "dropout": 0.0, "tied": False}
-    models = {"transformer": build_model({"type": "Transformer", "nlayers": 1, "nhead": 2, **common}, 50),
-              "gcnn": build_model({"type": "GCNN", "kernel_size": 3, "dilations": [1, 2, 4], **common}, 50)}
+    common = {"emsize": 16, "nhid": 16, "dropout": 0.0, "tied": False, "lr": 1.0}
+    models = {"transformer": build_model(lm_model({"type": "Transformer", "nlayers": 1, "nhead": 2, **common}), 50),
+              "gcnn": build_model(lm_model({"type": "GCNN", "kernel_size": 3, "dilations": [1, 2, 4], **common}), 50)}
     rows = measure_models(models, CostSettings(lengths=[256, 512, 1024, 2048, 4096], repeats=3, seed=0, ntoken=50),
                           log=lambda _: None)
     fits = exponents(rows, "transformer")

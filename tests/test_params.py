@@ -3,21 +3,16 @@ dlreport/params.py and fails with one `error:` line naming the key, the value an
 allowed - no traceback, no output touched, no checkpoint moved."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import runpy
 import sys
-import traceback
 
 import pytest
 import yaml
 
-from conftest import REPO, ran, restore_committed, run
+from conftest import REPO, STAGES, ran, restore_committed, run, run_stage_in_process
 from dlreport import params as schema
 
-BASE = yaml.safe_load((REPO / "params.yaml").read_text())
-STAGES = REPO / "stages"
+BASE = schema.read_params(REPO / "params.yaml")
 
 # (stage script and its arguments, dotted key, bad value, text the error must contain).
 # DELETE removes the key. Every section of params.yaml has rows here.
@@ -131,29 +126,39 @@ def snapshot(root) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "params.yaml"}
 
 
-def run_stage_in_process(script_and_args: list[str]) -> tuple[int, str]:
-    """Run a stage entry point as `python stages/<script> ...` would, in this process (the
-    interpreter and torch start once for the whole table); returns (exit status, stderr)."""
-    script, *args = script_and_args
-    err = io.StringIO()
-    argv = sys.argv
-    sys.argv = [str(STAGES / script), *args]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            runpy.run_path(str(STAGES / script), run_name="__main__")
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    except Exception:  # escaped run_stage: as a subprocess this would be a traceback
-        status, err = "exception", io.StringIO(traceback.format_exc())
-    finally:
-        sys.argv = argv
-    return status, err.getvalue()
-
-
 def test_the_committed_params_are_valid():
     schema.validate(BASE, [])  # every section, every cross-key check
     assert set(BASE) == set(schema.SCHEMA), "every params.yaml section has a schema, and only those"
+
+
+def test_each_section_is_one_typed_object_with_every_value_of_the_file():
+    """load_params types every section (a dataclass per section, a dict of them per mapping of
+    names); the objects hold exactly the file's values, and their defaults only where a key is absent."""
+    import dataclasses
+
+    loaded = schema.load_params(REPO / "params.yaml")
+
+    def within(typed, raw, key):
+        if dataclasses.is_dataclass(typed):
+            names = {f.name for f in dataclasses.fields(typed)}
+            assert set(raw) <= names, (key, set(raw) - names)
+            for name in names - set(raw):  # absent: the field's default, the one place it is written
+                field = next(f for f in dataclasses.fields(typed) if f.name == name)
+                assert getattr(typed, name) == field.default, (key, name)
+            for name, value in raw.items():
+                within(getattr(typed, name), value, f"{key}.{name}")
+        elif isinstance(raw, dict):
+            assert set(typed) == set(raw), key
+            for name, value in raw.items():
+                within(typed[name], value, f"{key}.{name}")
+        else:
+            assert typed == raw and type(typed) is type(raw), (key, typed, raw)
+
+    for section in schema.SCHEMA:
+        within(loaded[section], BASE[section], section)
+    assert isinstance(loaded["resnet"], schema.ResnetParams) and loaded["resnet"].launch.backend == "auto"
+    assert isinstance(loaded["wordlm"].models["transformer"], schema.TransformerParams)
+    assert loaded["resnet_runs"]["gpu1"].procs == 1  # resnet_runs.gpu1 sets no procs
 
 
 def test_every_section_has_bad_value_rows():
@@ -183,11 +188,70 @@ def test_bad_values_are_one_error_line_and_touch_nothing(tmp_path, monkeypatch):
     assert not failures, "\n\n".join(failures)
 
 
+def test_a_check_across_keys_stops_the_stage_that_needs_it():
+    """The issue's case: -S resnet.epochs=2 train_resnet@cpu was refused by training because eval.epochs
+    asks for epoch 18; training is the expensive step, so eval_epochs (which needs those epochs) refuses."""
+    short = with_value(BASE, "resnet.epochs", 2)
+    schema.validate(short, ["resnet", "resnet_runs", "devices"])  # what train_resnet validates
+    with pytest.raises(schema.ParamsError, match=r"eval.epochs = \[7, 18\] asks for epoch 18, but resnet.epochs = 2"):
+        schema.validate(short, ["eval"])  # what eval_epochs validates
+
+
 def test_numbers_read_as_dvc_reads_them(tmp_path):
     """DVC reads params.yaml as YAML 1.2, where 1e-4 is a number; so do the stages."""
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 0.0001", "weight_decay: 1e-4"))
-    assert schema.load_params(path, "resnet")["resnet"]["weight_decay"] == 1e-4
+    assert schema.load_params(path, "resnet")["resnet"].weight_decay == 1e-4
+
+
+# Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read differently, and some
+# that they read alike.
+SCALARS = ["yes", "no", "on", "off", "Yes", "OFF", "y", "n", "true", "False", "010", "0o10", "0x1F", "0b11", "1_000",
+           "1e-4", "1E4", "1.5e3", ".5", "1:30", "-1:30", "190:20:30", "~", "null", "", ".inf", "-.inf", "'yes'",
+           '"010"', "2001-12-14", "[yes, 010, 1e-4]", "{a: on}"]
+
+
+def test_params_are_read_with_dvcs_own_parser(tmp_path):
+    """read_params gives what DVC's reader (the one behind dvc.lock and `dvc params diff`) gives."""
+    from dvc.utils.serialize import load_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text("".join(f"k{i}: {value}\n" for i, value in enumerate(SCALARS)))
+    ours, dvcs = schema.read_params(path), load_yaml(str(path))
+    assert ours == dvcs and [type(v) for v in ours.values()] == [type(v) for v in dvcs.values()]
+    assert ours["k0"] == "yes" and ours["k10"] == 10 and ours["k15"] == 1e-4 and ours["k19"] == "1:30"
+
+
+# -S values DVC writes into params.yaml as YAML 1.2 reads them and PyYAML does not (yes/no/on/off,
+# 1:30), or as it quotes them (010), or as a number (1e-4: 0.0001)
+SET_VALUES = ["yes", "no", "on", "off", "010", "1e-4", "1:30"]
+
+
+def test_dvc_exp_run_set_values_reach_the_stage_as_dvc_records_them(reproduced):
+    """The issue's case: `dvc exp run -S generate.prompt=yes generate_text` recorded the string
+    "yes" in dvc.lock while the stage read true and refused it. Now the stage sees what DVC
+    records: the prompt it prints (or, for a value the stage refuses, the value its error names)
+    is the one in dvc.lock (or in params.yaml as DVC reads it)."""
+    from dvc.utils.serialize import load_yaml
+
+    p = reproduced
+    try:
+        for value in SET_VALUES:
+            result = run(["dvc", "exp", "run", "-S", f"generate.prompt={value}", "generate_text"], cwd=p, check=False)
+            out = result.stdout + result.stderr
+            assert ran(out, "generate_text") and "Traceback" not in out, out
+            recorded = load_yaml(str(p / "params.yaml"))["generate"]["prompt"]  # what DVC reads and records
+            if isinstance(recorded, str):
+                assert result.returncode == 0, out
+                lock = load_yaml(str(p / "dvc.lock"))["stages"]["generate_text"]["params"]["params.yaml"]
+                assert lock["generate"]["prompt"] == recorded == value, lock
+                assert f"from the prompt {json.dumps(recorded)} ->" in result.stdout, out
+            else:  # 1e-4: a number, which generate.prompt does not allow - and the error names it as DVC has it
+                assert recorded == 1e-4 and result.returncode != 0, out
+                errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+                assert errors == ["error: params.yaml: generate.prompt = 0.0001; allowed: null or a non-empty string"], out
+    finally:
+        restore_committed(p)
 
 
 def test_unreadable_params_file_is_a_clear_error(tmp_path):

@@ -367,9 +367,13 @@ def test_sources_and_versions_are_the_files():
     url = yaml.safe_load(read("data.dvc"))["deps"][0]["path"]
     assert_says(section("WikiText-2", "docs/real-data.md"), [f"({url}, md5 {params()['wordlm']['data_md5']})"],
                 "docs/real-data.md")
-    pins = re.findall(r"^([\w-]+)==([\w.]+)", read("requirements.txt"), re.M)
-    assert pins, "requirements.txt pins nothing: update docs/development.md's Dependencies and this test"
-    assert_says(section("Dependencies", "docs/development.md"), [f"{name} {version}" for name, version in pins],
+    # the direct dependencies (requirements*.in) at the versions their locks pin
+    locked = dict(re.findall(r"^([\w.-]+)==([\w.]+)", read("requirements-dev.txt"), re.M))
+    direct = [re.split(r"[=~<>! ]", line.split("#")[0].strip())[0].lower().replace("_", "-").replace(".", "-")
+              for name in ("requirements.in", "requirements-dev.in") for line in read(name).splitlines()
+              if line.split("#")[0].strip() and not line.startswith("-")]
+    assert direct and all(name in locked for name in direct), "a direct dependency is not locked: bash tools/lock.sh"
+    assert_says(section("Dependencies", "docs/development.md"), [f"{name} {locked[name]}" for name in direct],
                 "docs/development.md's Dependencies")
     vendored = json.loads(read("tools/plots_page/vendored.json"))["libraries"]
     assert_says(section("The plots page", "docs/development.md"), [f"{lib['name']} {lib['version']}" for lib in vendored],
@@ -451,6 +455,8 @@ COVERED: dict[str, list[str]] = {
     "python -m pytest -q": ["not run: the suite itself (.ci/run runs it)"],
     "python -m pytest -q tests/test_readme.py": ["not run: this file"],
     "CI=true bash .ci/run": ["not run: CI itself; test_the_test_command_is_what_ci_runs checks it runs the README's command"],
+    "bash tools/lock.sh --upgrade": ["not run: needs the package registries and minutes; "
+                                     "tests/test_requirements.py checks the locks it writes"],
     "python tools/plots_page/build.py": ["not run: needs npm and the registry",
                                          "tests/test_plots_page.py::test_the_committed_page_is_the_generated_one"],
     "python tools/plots_page/headless.py dvc_plots/index.html --screenshot docs/dvc_plots.png --width 2000 --height 2040":

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,13 @@ from dlreport import checkpoints, evaluation, launch, training
 from dlreport.devices import Dist, configure_kernels
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18
+from dlreport.params import parse, read_params
 from dlreport.reporting import layer_table
 from dlreport.runlog import EPOCH_METRICS
 from dlreport.tinyimagenet import load_split_tensors
 
-BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+BASE = read_params(REPO / "params.yaml")
+RECIPE = parse("resnet", BASE["resnet"])  # params.yaml's, typed as train_resnet gets it
 # lr 0.01: small enough that BatchNorm's per-process statistics do not send DDP and single-process
 # runs onto visibly different trajectories within two epochs.
 TINY_RECIPE = {"epochs": 2, "batch_size": 64, "eval_batch_size": 100, "print_freq": 100, "precision": "fp32",
@@ -68,10 +71,10 @@ def final_weights(run_dir: Path, epoch: int) -> dict:
     ("cosine", [1, 0.5 * (1 + np.cos(np.pi * 1 / 4)), 0.5, 0.5 * (1 + np.cos(np.pi * 3 / 4))]),
 ])
 def test_lr_schedules(schedule, expected):
-    recipe = {"epochs": 4, "schedule": schedule, "step_size": 2, "gamma": 0.1, "warmup_epochs": 0}
+    recipe = replace(RECIPE, epochs=4, schedule=schedule, step_size=2, gamma=0.1, warmup_epochs=0)
     got = [training.lr_factor(recipe, epoch * 10, 10) for epoch in range(4)]
     assert np.allclose(got, expected)
-    warm = {**recipe, "warmup_epochs": 1}
+    warm = replace(recipe, warmup_epochs=1)
     assert np.allclose([training.lr_factor(warm, s, 10) for s in (0, 4, 9)], [0.1, 0.5, 1.0])
 
 
@@ -85,19 +88,19 @@ def test_layer_table_reproduces_the_report():
 
 # ---------------------------------------------------------------------------- skip rule
 def test_gpu_variants_skip_without_devices_and_fail_beyond_present(tmp_path: Path):
-    params = deep_update(BASE, {"devices": 0})
-    assert launch.skip_reason(params, "cpu") is None
-    reason = launch.skip_reason(params, "gpu8")
+    runs = parse("resnet_runs", BASE["resnet_runs"])
+    assert launch.skip_reason(runs["cpu"], 0) is None
+    reason = launch.skip_reason(runs["gpu8"], 0)
     assert "needs 8 GPU(s)" in reason and "devices=0" in reason and "-S devices=8" in reason
     present = torch.cuda.device_count()
     with pytest.raises(PipelineError, match=f"devices={present + 1} .* {present} CUDA GPU"):
-        launch.skip_reason(deep_update(BASE, {"devices": present + 1}), "gpu1")
+        launch.skip_reason(runs["gpu1"], present + 1)
     with pytest.raises(PipelineError, match="not a key of resnet_runs"):
-        launch.skip_reason(params, "tpu")
+        launch.variant_of(runs, "tpu")
     out, summary = tmp_path / "gpu8", tmp_path / "gpu8.json"
     out.mkdir()
     (out / "keep.txt").write_text("earlier results stay")
-    launch.launch_or_skip(params, "gpu8", "unused", str(out), str(summary), "params.yaml", "unused")
+    launch.launch_or_skip(RECIPE, "gpu8", runs["gpu8"], 0, "unused", str(out), str(summary), "params.yaml", "unused")
     assert yaml.safe_load(summary.read_text()) == {"status": "skipped", "gpus": 8}
     assert yaml.safe_load((out / "status.json").read_text()) == {"status": "skipped", "reason": reason}
     assert (out / "keep.txt").read_text() == "earlier results stay"
@@ -123,14 +126,14 @@ def test_training_steps_never_read_the_device(monkeypatch, one_thread):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (48,))
-    recipe = {**BASE["resnet"], "batch_size": 8, "input_size": 32, "lr": 0.01}
+    recipe = replace(RECIPE, batch_size=8, input_size=32, lr=0.01)
     model = training.to_training_device(build_resnet18(10), torch.device("cpu"))
     step_fn = training.TrainStep.for_recipe(model, recipe, steps_per_epoch=6, amp=None)
 
     def host_reads(n: int, print_freq: int = 100) -> int:
         lines, before = [], len(reads)
         data = training.Data(images[:n], labels[:n], images[:8], labels[:8])
-        training.train_one_epoch(step_fn, data, 1, {**recipe, "print_freq": print_freq}, Dist(), lines.append)
+        training.train_one_epoch(step_fn, data, 1, replace(recipe, print_freq=print_freq), Dist(), lines.append)
         assert len(lines) == (2 if print_freq > n else n // 8) and lines[-1].startswith(f"Epoch: [1][{n // 8}/{n // 8}]")
         return len(reads) - before
 
@@ -404,7 +407,7 @@ def test_indivisible_global_batch_is_a_clear_error(tiny_prepared: Path, tmp_path
 
 
 def test_recipe_errors_name_the_param():
-    recipe = {**BASE["resnet"]}
+    recipe = RECIPE
     training.check_recipe(recipe, 1)
     with pytest.raises(PipelineError, match="resnet.batch_size=256 does not split evenly over 3 processes"):
         training.check_recipe(recipe, 3)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import WIKITEXT_SAMPLE, needs_shared
+from conftest import REPO, WIKITEXT_SAMPLE, needs_shared
 from dlreport.errors import PipelineError
+from dlreport.params import parse, read_params
 from dlreport.wordlm import corpus as C
 from dlreport.wordlm.prepare import prepare_corpus
 from dlreport.wordlm.sample import generate_sample
@@ -78,14 +79,14 @@ def test_sample_topic_words_recur_within_articles_only_with_long_range():
 
 
 def test_prepare_corpus_sample_and_errors(tmp_path: Path):
-    stats = prepare_corpus({"corpus": "sample", "sample": SMALL}, tmp_path / "absent", tmp_path / "corpus",
-                           tmp_path / "corpus.json")
+    sample = parse("wordlm.sample", {**read_params(REPO / "params.yaml")["wordlm"]["sample"], **SMALL})
+    stats = prepare_corpus("sample", C.OFFICIAL_MD5, sample, tmp_path / "absent", tmp_path / "corpus", tmp_path / "corpus.json")
     assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["corpus.json", "test.txt", "train.txt", "valid.txt"]
     corpus = C.Corpus(tmp_path / "corpus")
     assert stats["train_tokens"] == len(corpus.train) and stats["vocab_size"] == len(corpus)
     # (a wrong corpus choice or sample key is a params error: tests/test_params.py)
     with pytest.raises(PipelineError, match="dvc update data.dvc"):
-        prepare_corpus({"corpus": "data", "data_md5": None}, tmp_path / "absent", tmp_path / "x")
+        prepare_corpus("data", C.OFFICIAL_MD5, sample, tmp_path / "absent", tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

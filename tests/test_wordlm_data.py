@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_PARAMS, WIKITEXT_SAMPLE, deep_update, make_project, needs_shared, run
+from dlreport.params import read_params
 from dlreport.wordlm.corpus import OFFICIAL_MD5, OFFICIAL_URL, SPLITS, tokenize
 
 LINES = 150  # lines of each real split served (keeps the test to seconds)
@@ -26,7 +27,7 @@ def test_data_dvc_is_an_http_import_without_data():
     assert record["deps"] == [{"path": OFFICIAL_URL, "hash": "md5"}]
     assert record["outs"] == [{"path": "data/wikitext-2-v1.zip", "hash": "md5", "cache": False}]
     assert "md5" in record  # DVC's own shape, so the commands that read it never rewrite it
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params(REPO / "params.yaml")
     assert params["wordlm"]["data_md5"] == OFFICIAL_MD5 == "542ccefacc6c27f945fb54453812b3cd"
     assert params["wordlm"]["corpus"] == "sample"
 

@@ -3,21 +3,22 @@ receptive field; evaluation windows; lr decay on the optimizer; checkpoints; gen
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dlreport.errors import PipelineError
 from dlreport.wordlm.corpus import Corpus, batchify, write_corpus
 from dlreport.wordlm.generate import generate_text, generate_words
+from dlreport.params import GenerateParams, lm_model, parse
 from dlreport.wordlm.models import MODEL_TYPES, GCNNModel, build_model, receptive_field
 from dlreport.wordlm.sample import generate_sample
-from dlreport.wordlm.train import (decay_lr, evaluate, linear_cross_entropy, load_checkpoint, make_optimizer,
+from dlreport.wordlm.train import (decay_lr, evaluate, linear_cross_entropy, load_model, make_optimizer,
                                    train_epoch, train_wordlm)
 
-TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, dilations=[1, 2, 4])
+TINY = dict(emsize=24, nhid=24, nlayers=2, nhead=2, dropout=0.0, kernel_size=3, dilations=[1, 2, 4], lr=1.0)
 LR = {"RNN_TANH": 2, "RNN_RELU": 1, "LSTM": 20, "GRU": 10, "Transformer": 1, "GCNN": 2}
 
 
@@ -37,10 +38,10 @@ def test_each_model_type_learns(kind: str, corpus_dir: Path):
     torch.manual_seed(0)
     corpus = Corpus(corpus_dir)
     data = batchify(corpus.train[:3000], 10)
-    model = build_model(dict(TINY, type=kind, lr=LR[kind]), len(corpus))
+    model = build_model(lm_model(dict(TINY, type=kind, lr=LR[kind])), len(corpus))
     before = evaluate(model, data, 20, 20, 10)
     assert abs(before - math.log(len(corpus))) < 0.5  # an untrained model is near uniform
-    optimizer = make_optimizer(model, dict(lr=LR[kind]))
+    optimizer = make_optimizer(model, lm_model(dict(TINY, type=kind, lr=LR[kind])))
     for epoch in range(2):
         train_epoch(model, optimizer, data, epoch + 1, 20, 0.25, 1000, log=lambda *_: None)
     after = evaluate(model, data, 20, 20, 10)
@@ -49,7 +50,7 @@ def test_each_model_type_learns(kind: str, corpus_dir: Path):
 
 def test_transformer_is_causal():
     torch.manual_seed(0)
-    model = build_model(dict(TINY, type="Transformer"), 50).eval()
+    model = build_model(lm_model(dict(TINY, type="Transformer")), 50).eval()
     x = torch.randint(50, (16, 3))
     for t in (0, 5, 14):
         y = x.clone()
@@ -87,7 +88,7 @@ def test_fused_loss_equals_decoder_then_cross_entropy(chunk: int):
 @pytest.mark.parametrize("kind", MODEL_TYPES)
 def test_decoding_only_the_last_positions_gives_their_full_logits(kind: str):
     torch.manual_seed(0)
-    model = build_model(dict(TINY, type=kind), 50).eval()
+    model = build_model(lm_model(dict(TINY, type=kind)), 50).eval()
     tokens = torch.randint(50, (12, 3))
     with torch.no_grad():
         full, _ = model(tokens)
@@ -95,13 +96,11 @@ def test_decoding_only_the_last_positions_gives_their_full_logits(kind: str):
             logits, _ = model(tokens, last=last)
             assert logits.shape == (min(last, 12), 3, 50)
             torch.testing.assert_close(logits, full[-last:], rtol=1e-5, atol=1e-5)
-        with pytest.raises(ValueError, match="at least 1"):
-            model(tokens, last=0)
 
 
 def test_gcnn_sees_exactly_its_receptive_field():
     torch.manual_seed(0)
-    model = build_model(dict(TINY, type="GCNN"), 50).eval()
+    model = build_model(lm_model(dict(TINY, type="GCNN")), 50).eval()
     assert isinstance(model, GCNNModel)
     rf = model.receptive_field
     assert rf == receptive_field(3, [1, 2, 4]) == 1 + 2 * 7
@@ -121,7 +120,7 @@ def test_gcnn_sees_exactly_its_receptive_field():
 def test_windowed_evaluation_gives_every_target_its_context():
     """With windows at least the receptive field, the CNN's windowed loss is its exact loss."""
     torch.manual_seed(0)
-    model = build_model(dict(TINY, type="GCNN", dropout=0.2), 60).eval()
+    model = build_model(lm_model(dict(TINY, type="GCNN", dropout=0.2)), 60).eval()
     with torch.no_grad():  # sharper than at initialisation, so context matters visibly
         for p in model.parameters():
             p.mul_(4)
@@ -134,8 +133,6 @@ def test_windowed_evaluation_gives_every_target_its_context():
     assert exact == pytest.approx(manual, abs=1e-5)
     assert evaluate(model, data, 35, rf + 4, 5) == pytest.approx(exact, abs=1e-5)
     assert evaluate(model, data, 35, rf + 4, 7) != pytest.approx(exact, abs=1e-3)  # too little context
-    with pytest.raises(PipelineError, match="eval_stride"):
-        evaluate(model, data, 35, 10, 11)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
@@ -143,7 +140,7 @@ def test_lr_decay_acts_on_the_optimizer(name: str):
     def step(decayed: bool) -> torch.Tensor:
         torch.manual_seed(0)
         model = torch.nn.Linear(4, 1)
-        optimizer = make_optimizer(model, dict(lr=0.1, optimizer=name))
+        optimizer = make_optimizer(model, lm_model(dict(TINY, type="LSTM", lr=0.1, optimizer=name)))
         if decayed:
             decay_lr(optimizer, 4.0)
         start = model.weight.detach().clone()
@@ -157,13 +154,12 @@ def test_lr_decay_acts_on_the_optimizer(name: str):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_dir: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    params = {"wordlm": {
-        "train": dict(epochs=2, batch_size=10, bptt=10, clip=0.25, seed=1, log_interval=10, eval_batch_size=5,
-                      eval_context=12, eval_stride=4, threads=1),
-        "models": {"lstm": dict(TINY, type="LSTM", lr=20), "gcnn": dict(TINY, type="GCNN", lr=2)}}}
+    train = parse("wordlm.train", dict(epochs=2, batch_size=10, bptt=10, clip=0.25, seed=1, log_interval=10,
+                                       eval_batch_size=5, eval_context=12, eval_stride=4, threads=1))
+    models = {"lstm": lm_model(dict(TINY, type="LSTM", lr=20)), "gcnn": lm_model(dict(TINY, type="GCNN", lr=2))}
     lines: list[str] = []
     for name in ("lstm", "gcnn"):
-        train_wordlm(params, name, corpus_dir, runs / name, runs / f"{name}.json", log=lines.append)
+        train_wordlm(train, name, models[name], corpus_dir, runs / name, runs / f"{name}.json", log=lines.append)
     assert any(line.startswith("| epoch   2 |    10/   ") and "| lr 20.00 | ms/batch" in line for line in lines)
     assert sum(line.startswith("| end of epoch") and "valid ppl" in line for line in lines) == 4
     assert sum(line.startswith("| End of training | test loss") for line in lines) == 2
@@ -173,24 +169,24 @@ def trained(tmp_path_factory, corpus_dir: Path) -> Path:
 def test_checkpoint_loads_with_weights_only(trained: Path):
     state = torch.load(trained / "gcnn" / "model.pt", weights_only=True)
     assert state["config"]["receptive_field"] == 15 == state["metrics"]["receptive_field"]
-    model, config, vocab = load_checkpoint(trained / "gcnn")
+    model, config, vocab = load_model(trained / "gcnn")
     assert isinstance(model, GCNNModel) and len(vocab) == config["ntokens"]
     assert (trained / "lstm" / "dvclive" / "plots" / "metrics" / "valid" / "ppl.tsv").read_text().count("\n") == 3
 
 
 def test_generation_is_deterministic(trained: Path, tmp_path: Path):
-    gen = dict(model="lstm", words=45, temperature=1.0, seed=3, prompt=None)
+    gen = GenerateParams(model="lstm", words=45, temperature=1.0, seed=3, prompt=None)
     first = generate_text(gen, trained, tmp_path / "a.txt")
     assert generate_text(gen, trained, tmp_path / "b.txt") == first
     assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
     lines = (tmp_path / "a.txt").read_text().splitlines()
     assert [len(line.split()) for line in lines] == [20, 20, 5]
-    assert generate_text(dict(gen, seed=4), trained, tmp_path / "c.txt") != first
-    assert generate_text(dict(gen, model="gcnn"), trained, tmp_path / "d.txt") != first
+    assert generate_text(replace(gen, seed=4), trained, tmp_path / "c.txt") != first
+    assert generate_text(replace(gen, model="gcnn"), trained, tmp_path / "d.txt") != first
 
 
 def test_prompt_words_outside_the_vocabulary_warn(trained: Path):
-    model, config, vocab = load_checkpoint(trained / "lstm")
+    model, config, vocab = load_model(trained / "lstm")
     warnings: list[str] = []
     words = generate_words(model, config, vocab, 10, 1.0, 0, f"{vocab[5]} zzzqx {vocab[7]} yyqq", warn=warnings.append)
     assert len(words) == 10 and len(warnings) == 1

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import REPO, TINY_PARAMS, make_project, run
+from dlreport.params import read_params
 
 MODELS = ("lstm", "transformer", "gcnn")
 
@@ -50,7 +51,7 @@ def test_default_pipeline_offline(reproduced: Path, repro_log: str):
     # Everything is up to date; a change to one model's params re-runs that model only.
     assert "Running stage" not in run(["dvc", "repro", "train_wordlm", "generate_text"], cwd=project).stdout
     original = (project / "params.yaml").read_text()
-    params = yaml.safe_load(original)
+    params = read_params(project / "params.yaml")
     params["wordlm"]["models"]["gcnn"]["lr"] = 1.5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:

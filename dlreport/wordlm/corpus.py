@@ -122,9 +122,7 @@ class Corpus:
         for split in SPLITS:
             ids = []
             for w in tokenize(texts[split]):
-                if w not in self.word2idx:
-                    if not grow:
-                        raise PipelineError(f"{folder}/{split}: word {w!r} is not in the model's vocabulary")
+                if grow and w not in self.word2idx:  # (the corpus a model trained on holds only its words)
                     self.word2idx[w] = len(self.idx2word)
                     self.idx2word.append(w)
                 ids.append(self.word2idx[w])

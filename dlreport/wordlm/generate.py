@@ -13,9 +13,10 @@ import torch
 
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_file
+from dlreport.params import GenerateParams
 from dlreport.wordlm.corpus import UNK
 from dlreport.wordlm.models import is_windowed
-from dlreport.wordlm.train import load_checkpoint
+from dlreport.wordlm.train import load_model
 
 WORDS_PER_LINE = 20
 
@@ -24,7 +25,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
                    prompt: str | None = None, warn=lambda msg: print(msg, file=sys.stderr)) -> list[str]:
     # (temperature >= 1e-3 and words >= 1: checked with params.yaml, dlreport/params.py)
     word2idx = {w: i for i, w in enumerate(vocab)}
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     if prompt and prompt.split():
         tokens = prompt.split()
         unknown = sorted({w for w in tokens if w not in word2idx})
@@ -37,7 +38,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
     else:  # the example starts from one random word
         history = [int(torch.randint(len(vocab), (1,), generator=generator))]
     windowed = is_windowed(model)
-    window = int(config.get("window") or 1)
+    window = config["window"]
     out: list[str] = []
     model.eval()
     with torch.no_grad():
@@ -57,12 +58,10 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
     return out
 
 
-def generate_text(gen: dict, runs: str | Path, out: str | Path) -> list[str]:
-    name = gen.get("model")
+def generate_text(gen: GenerateParams, runs: str | Path, out: str | Path) -> list[str]:
     torch.set_num_threads(1)  # one token a step: threads only add synchronisation
-    model, config, vocab = load_checkpoint(Path(runs) / str(name))
-    words = generate_words(model, config, vocab, int(gen.get("words", 1000)), float(gen.get("temperature", 1.0)),
-                           int(gen.get("seed", 0)), gen.get("prompt"))
+    model, config, vocab = load_model(Path(runs) / gen.model)
+    words = generate_words(model, config, vocab, gen.words, gen.temperature, gen.seed, gen.prompt)
     with atomic_file(out) as handle:
         for i, word in enumerate(words):
             handle.write(word + ("\n" if i % WORDS_PER_LINE == WORDS_PER_LINE - 1 else " "))

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlreport.errors import PipelineError
+
+from dlreport.params import LMModelParams, RNNParams, TransformerParams
 
 RNN_TYPES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 MODEL_TYPES = RNN_TYPES + ("Transformer", "GCNN")
@@ -146,8 +147,6 @@ def last_positions(output: torch.Tensor, last: int | None, dim: int = 0) -> torc
     slice when nothing is cut: its backward would write the gradient into a zeroed full copy."""
     if last is None or last >= output.size(dim):
         return output
-    if last < 1:
-        raise ValueError(f"last must be at least 1, not {last}")
     return output.narrow(dim, output.size(dim) - last, last)
 
 
@@ -155,25 +154,13 @@ def receptive_field(kernel_size: int, dilations: list[int]) -> int:
     return 1 + sum((kernel_size - 1) * d for d in dilations)
 
 
-def build_model(cfg: dict, ntoken: int) -> LanguageModel:
+def build_model(cfg: LMModelParams, ntoken: int) -> LanguageModel:
     """A model from one ``wordlm.models.<name>`` entry (plus ntoken)."""
-    kind = cfg.get("type")
-    if kind not in MODEL_TYPES:
-        raise PipelineError(f"model type {kind!r} is unknown (param wordlm.models.<name>.type); "
-                            f"use one of {', '.join(MODEL_TYPES)}")
-    tied = bool(cfg.get("tied", False))
-    if tied and kind != "GCNN" and kind in RNN_TYPES and cfg["nhid"] != cfg["emsize"]:
-        raise PipelineError("tied weights need nhid == emsize (params wordlm.models.<name>.tied/nhid/emsize)")
-    if kind in RNN_TYPES:
-        return RNNModel(kind, ntoken, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["dropout"], tied)
-    if kind == "Transformer":
-        if cfg["emsize"] % cfg["nhead"]:
-            raise PipelineError(f"emsize {cfg['emsize']} is not a multiple of nhead {cfg['nhead']} "
-                                f"(params wordlm.models.<name>.emsize/nhead)")
-        return TransformerModel(ntoken, cfg["emsize"], cfg["nhead"], cfg["nhid"], cfg["nlayers"],
-                                cfg["dropout"], tied)
-    dilations = cfg.get("dilations") or [1] * cfg.get("nlayers", 4)
-    return GCNNModel(ntoken, cfg["emsize"], cfg["nhid"], cfg["kernel_size"], dilations, cfg["dropout"], tied)
+    if isinstance(cfg, RNNParams):
+        return RNNModel(cfg.type, ntoken, cfg.emsize, cfg.nhid, cfg.nlayers, cfg.dropout, cfg.tied)
+    if isinstance(cfg, TransformerParams):
+        return TransformerModel(ntoken, cfg.emsize, cfg.nhead, cfg.nhid, cfg.nlayers, cfg.dropout, cfg.tied)
+    return GCNNModel(ntoken, cfg.emsize, cfg.nhid, cfg.kernel_size, cfg.layer_dilations(), cfg.dropout, cfg.tied)
 
 
 def is_windowed(model: LanguageModel) -> bool:

@@ -7,9 +7,11 @@ stage writes ``datasets/corpus/{train,valid,test}.txt`` and ``corpus.json``.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from dlreport.fileio import write_json
+from dlreport.params import SampleCorpusParams
 from dlreport.wordlm.corpus import read_source, write_corpus
 from dlreport.wordlm.sample import generate_sample
 
@@ -17,13 +19,13 @@ from dlreport.wordlm.sample import generate_sample
 CORPUS_METRICS = ("source", "md5", "vocab_size", "train_tokens", "valid_tokens", "test_tokens")
 
 
-def prepare_corpus(wordlm: dict, data_dir: str | Path, out: str | Path, metrics: str | Path | None = None) -> dict:
-    """``wordlm`` has been checked against dlreport/params.py (corpus is sample or data)."""
-    if wordlm["corpus"] == "sample":
-        texts = generate_sample(**wordlm["sample"])
-        info = dict(source="sample", **wordlm["sample"])
+def prepare_corpus(corpus: str, md5: str, sample: SampleCorpusParams, data_dir: str | Path, out: str | Path,
+                   metrics: str | Path | None = None) -> dict:
+    """``corpus``: wordlm.corpus (sample or data), ``md5``: wordlm.data_md5, ``sample``: wordlm.sample."""
+    if corpus == "sample":
+        texts = generate_sample(**asdict(sample))
+        info = dict(source="sample", **asdict(sample))
     else:
-        md5 = wordlm["data_md5"]
         texts = read_source(data_dir, md5)
         info = dict(source=str(data_dir), md5=md5)
     stats = write_corpus(texts, out, info)  # every count, in out/corpus.json

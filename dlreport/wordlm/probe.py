@@ -38,9 +38,10 @@ import torch.nn.functional as F
 
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
+from dlreport.params import ContextProbeParams
 from dlreport.stats import LEVEL, difference_interval, discrete_interval, interval, resample_weights, resampled_means
 from dlreport.wordlm.corpus import Corpus
-from dlreport.wordlm.train import load_checkpoint, set_threads
+from dlreport.wordlm.train import load_model, set_threads
 
 PERTURBATIONS = ("shuffle", "random")
 
@@ -134,7 +135,7 @@ def effective_contexts(means: torch.Tensor, ks: list[int], tolerance: float) -> 
     return torch.tensor(ks)[first]
 
 
-def summarise(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int], distances: list[int], context: int,
+def summarize(losses: dict[str, torch.Tensor], ks: list[int], beyond: list[int], distances: list[int], context: int,
               weights: torch.Tensor, tolerance: float, reference: int) -> dict:
     """Every figure of one model's ``score`` with its interval, plus the per-resample statistics
     that comparisons between models need. ``ks`` ends with the trained context T; ``beyond``
@@ -209,10 +210,10 @@ def combined(verdicts: list[str]) -> str:
     return NOT_MEASURABLE
 
 
-def probe_claims(results: list[dict], cfg: dict) -> list[dict]:
+def probe_claims(results: list[dict], cfg: ContextProbeParams) -> list[dict]:
     """The report's three claims about context (C11, C12, C14) judged from the probe's numbers:
     one record each (id, statement, ours, rule, verdict, reason)."""
-    reference = int(cfg["reference_context"])
+    reference = cfg.reference_context
     cnns = [r for r in results if r["receptive_field"]]
     transformers = [r for r in results if r["type"] == "Transformer"]
     claims = []
@@ -288,9 +289,9 @@ def probe_claims(results: list[dict], cfg: dict) -> list[dict]:
     return claims
 
 
-def findings(results: list[dict], cfg: dict, info: dict) -> str:
+def findings(results: list[dict], cfg: ContextProbeParams, info: dict) -> str:
     """The findings as Markdown, every verdict computed from the measured numbers."""
-    tol, reference = float(cfg["tolerance"]), int(cfg["reference_context"])
+    tol, reference = cfg.tolerance, cfg.reference_context
     pct = f"{LEVEL:.0%}"
     lines = ["# Context probe: how much context the language models use", "",
              f"Corpus `{info['corpus']}`, split `{info['split']}`, {info['targets']:,} target tokens, the same for "
@@ -379,34 +380,30 @@ def headline(r: dict, reference: int) -> dict:
     return out
 
 
-def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: str | Path, out: str | Path,
+def context_probe(cfg: ContextProbeParams, runs: str | Path, models: list[str], corpus_dir: str | Path, out: str | Path,
                   metrics: str | Path) -> dict:
-    set_threads(cfg.get("threads"))
-    max_context, reference = int(cfg["max_context"]), int(cfg["reference_context"])
-    tolerance, seed, batch = float(cfg["tolerance"]), int(cfg["seed"]), int(cfg.get("batch", 500))
+    set_threads(cfg.threads)
+    max_context, reference = cfg.max_context, cfg.reference_context
+    tolerance, seed, batch = cfg.tolerance, cfg.seed, cfg.batch
     start = time.time()
-    loaded = {name: load_checkpoint(Path(runs) / name) for name in models}
-    vocab = next(iter(loaded.values()))[2]
-    for name, (_, _, other) in loaded.items():
-        if other != vocab:
-            raise PipelineError(f"runs/wordlm/{name}: trained on another vocabulary than {models[0]}; "
-                                f"re-run `dvc repro train_wordlm`")
+    loaded = {name: load_model(Path(runs) / name) for name in models}
+    vocab = next(iter(loaded.values()))[2]  # every model trained on datasets/corpus (DVC re-runs them all)
     corpus = Corpus(corpus_dir, vocab)
-    stream = getattr(corpus, cfg["split"])
+    stream = getattr(corpus, cfg.split)
     trained = {name: int(config.get("trained_context") or config.get("receptive_field") or config["bptt"])
                for name, (_, config, _) in loaded.items()}
-    targets = target_positions(len(stream), max([max_context, *trained.values()]), int(cfg["targets"]))
-    weights = resample_weights(len(targets), int(cfg["bootstrap"]), seed)
+    targets = target_positions(len(stream), max([max_context, *trained.values()]), cfg.targets)
+    weights = resample_weights(len(targets), cfg.bootstrap, seed)
     results = []
     for name, (model, config, _) in loaded.items():
         ks, beyond = context_grid(trained[name], reference, max_context)
         context = min(trained[name], reference)
-        distances = sorted({int(d) for d in cfg["distances"] if 0 < int(d) < context})
+        distances = sorted({d for d in cfg.distances if d < context})
         losses = score(model, stream, targets, ks + beyond, distances, context, len(vocab), seed, batch)
         r = dict(model=name, type=config["type"], trained_context=trained[name],
                  receptive_field=config.get("receptive_field"),
                  perturbation_context=context,
-                 **summarise(losses, ks, beyond, distances, context, weights, tolerance, reference))
+                 **summarize(losses, ks, beyond, distances, context, weights, tolerance, reference))
         results.append(r)
         low, high = r["effective_context_interval"]
         print(f"| {name:16s} | trained context {trained[name]:4d} | effective context {r['effective_context']:4d} "
@@ -414,7 +411,7 @@ def context_probe(cfg: dict, runs: str | Path, models: list[str], corpus_dir: st
               + (f" | gain beyond {reference}: {fmt_interval(r['gain'], r['gain_interval'])} nats" if "gain" in r else ""))
     corpus_info = Path(corpus_dir) / "corpus.json"
     source = json.loads(corpus_info.read_text()).get("source", "?") if corpus_info.is_file() else "?"
-    info = dict(corpus=source, split=cfg["split"], targets=int(len(targets)), resamples=int(cfg["bootstrap"]))
+    info = dict(corpus=source, split=cfg.split, targets=int(len(targets)), resamples=cfg.bootstrap)
     with atomic_dir(out) as tmp:
         for name, extrapolation in (("perplexity.csv", False), ("perplexity_extrapolation.csv", True)):
             write_rows(tmp / name, CURVE_COLUMNS, [

@@ -18,7 +18,7 @@ The CNN trains on ``bptt`` targets per step, each chunk preceded by ``receptive_
 tokens of history, so every target sees its whole receptive field as in evaluation.
 
 A model entry may override the shared settings of ``wordlm.train`` listed in
-``MODEL_OVERRIDES`` (a long-context variant: ``bptt: 128``). The checkpoint records the
+``dlreport.params.MODEL_OVERRIDES`` (a long-context variant: ``bptt: 128``). The checkpoint records the
 model's trained context: the longest context any of its training targets was predicted from
 inside one gradient step - ``bptt`` for the Transformer (chunks start at position 0) and for
 RNNs (truncated BPTT; their carried state reaches further, but no gradient does), the
@@ -29,12 +29,15 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlreport.checkpoints import load_checkpoint
+from dlreport.params import LMModelParams, LMTrainParams, lm_model
 from dlreport.devices import hardware
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
@@ -68,26 +71,17 @@ def detach(hidden):
     return tuple(detach(h) for h in hidden)
 
 
-# Settings of wordlm.train that one model entry may set for itself.
-MODEL_OVERRIDES = ("epochs", "batch_size", "bptt", "eval_context", "eval_stride")
-
-
-def training_settings(train: dict, cfg: dict) -> dict:
-    """wordlm.train with the model entry's own values for the keys of MODEL_OVERRIDES."""
-    return dict(train, **{key: cfg[key] for key in MODEL_OVERRIDES if key in cfg})
-
-
-def trained_context(model: nn.Module, train: dict) -> int:
+def trained_context(model: nn.Module, train: LMTrainParams) -> int:
     """The most tokens any training target was predicted from within one gradient step."""
-    return model.receptive_field if isinstance(model, GCNNModel) else int(train["bptt"])
+    return model.receptive_field if isinstance(model, GCNNModel) else train.bptt
 
 
-def window_context(model: nn.Module, cfg: dict, train: dict) -> int:
+def window_context(model: nn.Module, train: LMTrainParams) -> int:
     """The window generation gives a windowed model: the CNN its receptive field, the
     Transformer no more than it was trained on (bptt) or evaluated with (eval_context)."""
     if isinstance(model, GCNNModel):
         return model.receptive_field
-    return min(int(train["eval_context"]), int(train["bptt"]))
+    return min(train.eval_context, train.bptt)
 
 
 @torch.no_grad()
@@ -103,9 +97,6 @@ def evaluate(model: nn.Module, data: torch.Tensor, bptt: int, context: int, stri
             total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
             count += targets.numel()
         return total / count
-    if not 0 < stride <= context:
-        raise PipelineError(f"eval_stride {stride} must be between 1 and eval_context {context} "
-                            f"(params wordlm.train.eval_stride/eval_context)")
     for i in range(0, data.size(0) - 1, stride):
         end = min(i + stride, data.size(0) - 1)
         start = max(0, end - context)
@@ -164,13 +155,10 @@ def linear_cross_entropy(features: torch.Tensor, decoder: nn.Linear, targets: to
     return _LinearCrossEntropy.apply(features, decoder.weight, decoder.bias, targets, chunk)
 
 
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    name = str(cfg.get("optimizer", "sgd")).lower()
-    if name == "sgd":  # the example's update p -= lr * grad
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
-    raise PipelineError(f"optimizer {name!r} is unknown (param wordlm.models.<name>.optimizer); use sgd or adamw")
+def make_optimizer(model: nn.Module, cfg: LMModelParams) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":  # the example's update p -= lr * grad (else adamw: params.py allows these two)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, foreach=True)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
@@ -224,51 +212,47 @@ def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_
     return dict(tokens=epoch_tokens, seconds=seconds, tokens_per_s=epoch_tokens / max(seconds, 1e-9))
 
 
-def model_config(cfg: dict, model: nn.Module, ntokens: int, train: dict) -> dict:
-    config = dict(cfg, ntokens=ntokens, parameters=count_parameters(model), bptt=int(train["bptt"]),
-                  window=window_context(model, cfg, train), trained_context=trained_context(model, train))
+def model_config(cfg: LMModelParams, model: nn.Module, ntokens: int, train: LMTrainParams) -> dict:
+    """The checkpoint's record of the model: its entry, vocabulary size, parameters and contexts."""
+    config = dict(asdict(cfg), ntokens=ntokens, parameters=count_parameters(model), bptt=train.bptt,
+                  window=window_context(model, train), trained_context=trained_context(model, train))
     if isinstance(model, GCNNModel):
         config["receptive_field"] = model.receptive_field
     return config
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
-    """(model in eval mode, config, vocabulary) from a train_wordlm checkpoint."""
+def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
+    """(model in eval mode, config, vocabulary) from a train_wordlm run folder or its model.pt."""
     path = Path(path)
-    if path.is_dir():
+    if path.suffix != ".pt":  # the run folder
         path = path / CHECKPOINT
     if not path.is_file():
-        raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(state["config"], state["config"]["ntokens"])
+        raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm@{path.parent.name}` first")
+    state = load_checkpoint(path, f"run `dvc repro --force train_wordlm@{path.parent.name}`")
+    model = build_model(lm_model(state["config"]), state["config"]["ntokens"])
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, state["config"], state["vocab"]
 
 
-def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Path, summary: str | Path,
-                 log=print) -> dict:
-    wordlm = params["wordlm"]
-    train = wordlm["train"]
-    models = wordlm.get("models") or {}
-    if name not in models:
-        raise PipelineError(f"model {name!r} is not in params wordlm.models (has: {', '.join(models)})")
-    cfg = dict(models[name])
-    train = training_settings(train, cfg)
-    set_threads(train.get("threads"))
-    torch.manual_seed(int(train["seed"]))
+def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_dir: str | Path, out: str | Path,
+                 summary: str | Path, log=print) -> dict:
+    """Train wordlm.models.<name> (``cfg``) with wordlm.train (``shared``) and the entry's own overrides."""
+    train = cfg.training(shared)
+    set_threads(train.threads)
+    torch.manual_seed(train.seed)
     corpus = Corpus(corpus_dir)
     ntokens = len(corpus)
-    bptt, clip = int(train["bptt"]), float(train["clip"])
-    train_data = batchify(corpus.train, int(train["batch_size"]))
-    val_data = batchify(corpus.valid, int(train["eval_batch_size"]))
-    test_data = batchify(corpus.test, int(train["eval_batch_size"]))
+    bptt, clip = train.bptt, train.clip
+    train_data = batchify(corpus.train, train.batch_size)
+    val_data = batchify(corpus.valid, train.eval_batch_size)
+    test_data = batchify(corpus.test, train.eval_batch_size)
     model = build_model(cfg, ntokens)
     optimizer = make_optimizer(model, cfg)
     config = model_config(cfg, model, ntokens, train)
-    context, stride = int(train["eval_context"]), int(train["eval_stride"])
-    epochs = int(train["epochs"])
-    log(f"| model {name}: {cfg['type']}, {config['parameters']:,} parameters, vocabulary {ntokens:,}, "
+    context, stride = train.eval_context, train.eval_stride
+    epochs = train.epochs
+    log(f"| model {name}: {cfg.type}, {config['parameters']:,} parameters, vocabulary {ntokens:,}, "
         f"{len(corpus.train):,} training tokens"
         + (f", receptive field {config['receptive_field']} tokens" if "receptive_field" in config else ""))
 
@@ -293,11 +277,11 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
             base = (epoch - 1) * nbatches
 
             def interval(row, base=base):
-                step["batches"] = base + interval.count * int(train["log_interval"])
+                step["batches"] = base + interval.count * train.log_interval
                 interval.count += 1
                 on_interval(row)
             interval.count = 1
-            stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, int(train["log_interval"]),
+            stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, train.log_interval,
                                 log, interval)
             tokens += stats["tokens"]
             seconds += stats["seconds"]
@@ -320,7 +304,7 @@ def train_wordlm(params: dict, name: str, corpus_dir: str | Path, out: str | Pat
         log("=" * 89)
         log("| End of training | test loss {:5.2f} | test ppl {:8.2f}".format(test_loss, math.exp(test_loss)))
         log("=" * 89)
-        metrics = dict(model=name, type=cfg["type"], parameters=config["parameters"], epochs=epochs,
+        metrics = dict(model=name, type=cfg.type, parameters=config["parameters"], epochs=epochs,
                        best_epoch=best_epoch, best_valid_loss=best_val, best_valid_ppl=math.exp(best_val),
                        test_loss=test_loss, test_ppl=math.exp(test_loss),
                        seconds=round(time.time() - start, 2), train_seconds=round(seconds, 2),
