@@ -217,15 +217,17 @@ def test_deps_are_exactly_what_the_ledger_reads(reproduced: Path):
     assert sum(any(under(path, {dep}) for path in asked) for dep in curve_deps) == 1
 
 
-def test_dvc_repro_claims_and_its_metrics(reported: Path):
-    """docs/claims.md's commands: the stage alone (nothing else re-runs), then its counts."""
-    from conftest import ran, run
+def test_dvc_repro_claims_and_its_metrics(reproduced: Path, tmp_path: Path):
+    """docs/claims.md's commands, in a clone of the reproduced run (its experiment stays there):
+    the stage alone (nothing else re-runs), then its counts."""
+    from conftest import clone_reproduced, ran, run
 
-    out = run(["dvc", "repro", "claims"], cwd=reported).stdout
+    project = clone_reproduced(reproduced, tmp_path / "project")
+    out = run(["dvc", "repro", "claims"], cwd=project).stdout
     assert "Running stage" not in out, out  # up to date after the full run
-    out = run(["dvc", "exp", "run", "-S", "claims.bootstrap=300", "claims"], cwd=reported).stdout
+    out = run(["dvc", "exp", "run", "-S", "claims.bootstrap=300", "claims"], cwd=project).stdout
     assert ran(out, "claims") and out.count("Running stage") == 1, out
-    shown = run(["dvc", "metrics", "show", "metrics/claims.json"], cwd=reported).stdout
-    counts = json.loads((reported / "metrics/claims.json").read_text())
+    shown = run(["dvc", "metrics", "show", "metrics/claims.json"], cwd=project).stdout
+    counts = json.loads((project / "metrics/claims.json").read_text())
     header, values = shown.splitlines()[:2]
     assert "not_measurable" in header and "supported" in header and str(counts["claims"]) in values
