@@ -4,7 +4,6 @@ allowed - no traceback, no output touched, no checkpoint moved."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import yaml

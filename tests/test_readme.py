@@ -607,3 +607,41 @@ def test_commands_shown_parse_and_name_real_stages_params_and_flags(tmp_path: Pa
     problems |= {command: found for command in set(mentioned) - set(shown)
                  if (found := command_problems(command, tmp_path, prose_mention=True))}
     assert not problems, "\n".join(f"{sorted(shown.get(c) or mentioned[c])}: {c}: {p}" for c, p in problems.items())
+
+
+# --------------------------------------------------------------------------------------
+# The real run, recorded in docs/results/ (tools/record_result.py)
+# --------------------------------------------------------------------------------------
+REAL_RUN = REPO / "docs" / "results" / "tinyimagenet-real-cpu"
+
+
+def curve(name: str) -> list[float]:
+    lines = (REAL_RUN / "curves" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [float(line.split("\t")[1]) for line in lines]
+
+
+def test_real_run_figures_are_its_recorded_files():
+    """README's real-run paragraph and table against the files the run left in docs/results/."""
+    text = section("What you get")
+    run_facts = json.loads((REAL_RUN / "run.json").read_text())
+    summary = json.loads((REAL_RUN / "metrics" / "train_resnet_cpu.json").read_text())
+    dataset = json.loads((REAL_RUN / "metrics" / "dataset.json").read_text())
+    diff = json.loads((REAL_RUN / "metrics" / "diff_predictions.json").read_text())
+    counts = json.loads((REAL_RUN / "metrics" / "claims.json").read_text())
+    epochs = run_facts["epochs_completed"]
+    acc1, acc5 = curve("val/acc1"), curve("val/acc5")
+    assert len(acc1) == epochs == summary["epochs"]
+    figures = [f"| {e} | {a1:.2f} / {a5:.2f} | - |" for e, (a1, a5) in enumerate(zip(acc1, acc5), 1)]
+    figures += [f"({dataset['train_images']:,} training, {dataset['val_images']:,} validation images)",
+                f"stopped after {epochs} of the 20 epochs",
+                f"Epochs {diff['epoch_a']} and {diff['epoch_b']} judge {diff['differing']:,} of the "
+                f"{dataset['val_images']:,} images differently (only epoch {diff['epoch_a']} right "
+                f"{diff['only_a_right']:,}, only epoch {diff['epoch_b']} right {diff['only_b_right']:,})",
+                f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, "
+                f"{counts['not_measurable']} not measurable (of {counts['claims']})"]
+    assert_says(text, figures, "README's real run")
+    assert "Intel(R) Xeon(R)" in summary["device"] and summary["precision"] == "bf16"
+    assert run_facts["params_changed"]["tinyimagenet.md5"] == "5cac8f5f2794de738ffdaaeb12735df9"
+    ledger = (REAL_RUN / "claims.md").read_text()
+    assert f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted" in ledger
+    assert (REAL_RUN / "report" / "report.md").is_file()
