@@ -231,3 +231,19 @@ def test_dvc_repro_claims_and_its_metrics(reproduced: Path, tmp_path: Path):
     counts = json.loads((project / "metrics/claims.json").read_text())
     header, values = shown.splitlines()[:2]
     assert "not_measurable" in header and "supported" in header and str(counts["claims"]) in values
+
+
+def test_record_result_copies_a_run(reproduced: Path, tmp_path: Path):
+    """tools/record_result.py, as docs/results/ was made: the report, the ledger, the curves and the
+    metrics of a run, with the params it changed against the committed params.yaml."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "result"
+    subprocess.run([sys.executable, str(REPO / "tools" / "record_result.py"), str(reproduced), str(out),
+                    "--note", "a test"], check=True, capture_output=True, text=True)
+    run_facts = json.loads((out / "run.json").read_text())
+    assert run_facts["epochs_completed"] == 2 and run_facts["note"] == "a test"
+    assert run_facts["params_changed"]["resnet.epochs"] == 2  # the tiny params against the committed 20
+    assert (out / "report" / "report.md").is_file() and (out / "claims.md").is_file()
+    assert (out / "curves" / "val" / "acc1.tsv").is_file() and (out / "metrics" / "claims.json").is_file()
