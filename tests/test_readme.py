@@ -244,6 +244,8 @@ def test_committed_results_are_the_committed_metrics():
         f"train_resnet@cpu ({cpu['precision']}) | {cpu['seconds_per_epoch']:.2f} s/epoch, "
         f"{cpu['images_per_second']:.0f} img/s, {cpu['total_seconds']:.0f} s for {cpu['epochs']} epochs",
         "LSTM {:.2f}, Transformer {:.2f}, gated CNN {:.2f}; trained on 128 tokens: {:.2f}, {:.2f}, {:.2f}".format(*lms),
+        "| claims ledger (`metrics/claims.json`) | {supported} supported, {contradicted} contradicted, "
+        "{not_measurable} not measurable (of {claims}) |".format(**metrics("claims.json")),
     ], "docs/reproducibility.md's committed results")
     same = section("Same params, same numbers", "docs/reproducibility.md")
     assert_says(same, [f"epoch-{ev['last']['epoch']} Acc@1 {ev['last']['acc1']:.2f}, LSTM test perplexity {lms[0]:.2f}"],
