@@ -220,9 +220,15 @@ def test_deps_are_exactly_what_the_ledger_reads(reproduced: Path):
 def test_dvc_repro_claims_and_its_metrics(reproduced: Path, tmp_path: Path):
     """docs/claims.md's commands, in a clone of the reproduced run (its experiment stays there):
     the stage alone (nothing else re-runs), then its counts."""
-    from conftest import clone_reproduced, ran, run
+    from conftest import ran, run
 
-    project = clone_reproduced(reproduced, tmp_path / "project")
+    # A clone sharing the reproduced run's cache (and so its run-cache) whose outputs are copies:
+    # a hard link here would change the link counts tests/test_pipeline.py checks in that run.
+    project = tmp_path / "project"
+    run(["git", "clone", "-q", str(reproduced), str(project)], cwd=tmp_path)
+    run(["dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache")], cwd=project)
+    run(["dvc", "config", "--local", "cache.type", "copy"], cwd=project)
+    run(["dvc", "checkout"], cwd=project)
     out = run(["dvc", "repro", "claims"], cwd=project).stdout
     assert "Running stage" not in out, out  # up to date after the full run
     out = run(["dvc", "exp", "run", "-S", "claims.bootstrap=300", "claims"], cwd=project).stdout
