@@ -13,9 +13,16 @@ The variants are timed in alternating rounds (machines with shared cores drift b
 within a minute), and the summary gives each variant's median and the median of the per-round
 ratios to the reference. --ablation adds the steps in between, to show what each one buys.
 
+Then it puts our step against the hardware: the machine's own matrix-multiply peak in the
+training precision (``perf.matmul_peak``), the step's FLOPs (counted per operator) and so the
+fraction of that peak the step reaches, a per-operator profile (top 10), and the projected time
+of the report's 20 real epochs (100,000 training and 10,000 validation images an epoch) at this
+speed. --layers adds each convolution's three passes, by oneDNN and as GEMMs, against the peak.
+
     dvc repro relabel_val                                  # the images both sides read
     python benchmarks/bench_resnet_input.py
     python benchmarks/bench_resnet_input.py --ablation --rounds 7 --batch-size 256
+    python benchmarks/bench_resnet_input.py --batch-size 256 --layers
 """
 from __future__ import annotations
 
@@ -30,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dlreport import training  # noqa: E402
-from dlreport.devices import autocast_dtype  # noqa: E402
+from dlreport import perf, training  # noqa: E402
+from dlreport.devices import autocast_dtype, precision_name  # noqa: E402
 from dlreport.models import build_resnet18  # noqa: E402
 from dlreport.params import parse, read_params  # noqa: E402
 from dlreport.tinyimagenet import load_split_tensors  # noqa: E402
@@ -127,9 +134,15 @@ def main() -> None:
                         help="DataLoader workers of the reference")
     parser.add_argument("--ablation", action="store_true",
                         help="also time decoded tensors with an NCHW model, and with channels_last alone")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each convolution's forward and gradients, by oneDNN and as GEMMs")
     args = parser.parse_args()
     prepared, cpu = Path(args.prepared), torch.device("cpu")
+    for folder in (Path(args.data) / "train", prepared):
+        if not folder.exists():
+            sys.exit(f"error: {folder} not found; run `dvc repro relabel_val` first (or pass --data/--prepared)")
     amp = autocast_dtype("auto", cpu)
+    print(f"CPU: {perf.cpu_label()}")
     print(f"ResNet-18, 64x64, batch {args.batch_size}, {args.rounds} rounds of {args.steps} timed steps, "
           f"{torch.get_num_threads()} threads, {args.workers} loader workers for the reference")
 
@@ -150,6 +163,57 @@ def main() -> None:
     print(f"\n{'variant':{width}s}  median img/s  ratio to reference (median of rounds)")
     for r in results:
         print(f"{r['variant']:{width}s}  {r['images_per_second']:12.1f}  {r['ratio']:5.2f}x")
+    against_the_hardware(variants[-1], results[-1]["images_per_second"], amp, prepared, args)
+
+
+def against_the_hardware(ours: Variant, images_per_second: float, amp, prepared: Path, args) -> None:
+    """Our step's FLOP/s as a fraction of the machine's matrix-multiply peak, where its time goes,
+    and what that speed means for the report's 20 real epochs."""
+    images, target = next(ours.batches)
+    step_flops = perf.counted_flops(lambda: ours.step_fn(images, target))
+    peak, size = perf.matmul_peak(amp or torch.float32)
+    achieved = step_flops / len(target) * images_per_second
+    precision = precision_name(amp)
+    print(f"\nmatrix-multiply peak, {precision}: {peak / 1e12:.3f} TFLOP/s (square {size}x{size} products, "
+          f"{torch.get_num_threads()} threads)")
+    print(f"our training step: {step_flops / len(target) / 1e9:.3f} GFLOP an image (counted), "
+          f"{achieved / 1e12:.3f} TFLOP/s at {images_per_second:.1f} img/s = {achieved / peak:.1%} of the peak")
+
+    _, val_images, val_labels = load_split_tensors(prepared, "val")
+    model = ours.step_fn.forward
+    eval_seconds = perf.best_seconds(lambda: training.evaluate_images(
+        model, val_images, val_labels, batch_size=RECIPE.eval_batch_size, input_size=64, amp=amp,
+        device=torch.device("cpu"), print_freq=10 ** 9), repeats=3, warmup=1)
+    eval_rate = len(val_images) / eval_seconds
+    epoch = 100_000 / images_per_second + 10_000 / eval_rate
+    print(f"validation: {eval_rate:.1f} img/s; the report's 20 real epochs at these speeds: "
+          f"{epoch:.0f} s an epoch, {20 * epoch / 3600:.2f} h (the report: 36 h 37 min on the CPU)")
+
+    print(f"\nwhere our step's time goes (torch.profiler, 2 steps of {len(target)}):")
+    print(perf.profile_table(lambda: ours.step_fn(images, target)))
+    if args.layers:
+        conv_table(model, images, amp, peak, step_flops, len(target) / images_per_second)
+
+
+def conv_table(model, images: torch.Tensor, amp, peak: float, step_flops: int, step_seconds: float) -> None:
+    """Each distinct convolution's passes by oneDNN and as GEMMs (ms, and % of the peak): the best
+    kernel per pass is a floor under the step's convolution time, whatever else gets faster."""
+    print("convolutions (ms a pass, % of the matrix-multiply peak; oneDNN | GEMM):")
+    best_total = flops_total = 0.0
+    for layer in perf.conv_layers(model, images):
+        times = perf.time_conv_passes(layer, amp)
+        count, flops = len(layer["layers"]), times["flops"]
+        passes = ["forward", "input grad", "weight grad"] if layer["layers"][0] != "conv1" else ["forward", "weight grad"]
+        cells = [f"{p} {times[p][0] * 1e3:6.2f} {flops / times[p][0] / peak:4.0%} | {times[p][1] * 1e3:6.2f} "
+                 f"{flops / times[p][1] / peak:4.0%}" for p in passes]
+        best_total += count * sum(min(times[p]) for p in passes)
+        flops_total += count * flops * len(passes)
+        co, ci, kh, kw = layer["weight"]
+        print(f"  {layer['layers'][0]:>16s} x{count} {ci:>3d}->{co:<3d} {kh}x{kw}/{layer['stride'][0]} "
+              f"out {times['output'][0]}x{times['output'][1]}: " + ";  ".join(cells))
+    print(f"convolutions at their best kernel per pass: {best_total * 1e3:.0f} ms for {flops_total / 1e9:.1f} GFLOP "
+          f"({flops_total / best_total / peak:.0%} of the peak); the whole step: {step_seconds * 1e3:.0f} ms, so "
+          f"even with everything else free it could reach at most {step_flops / best_total / peak:.0%}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from dlreport import checkpoints
 from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_kernels, gpus_used, hardware,
                               init_distributed)
 from dlreport.errors import PipelineError
-from dlreport.models import build_resnet18, use_gemm_weight_grad
+from dlreport.models import build_resnet18, use_gemm_convolutions
 from dlreport.params import ResnetParams
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
 from dlreport.tinyimagenet import load_classes, load_split_tensors
@@ -116,7 +116,7 @@ def to_training_device(model: nn.Module, device: torch.device) -> nn.Module:
     """The model as it trains fastest on ``device``: channels_last (what oneDNN and cuDNN prefer
     for convolutions) and, on CPUs, GEMM weight gradients for the small late layers."""
     if device.type == "cpu":
-        use_gemm_weight_grad(model)
+        use_gemm_convolutions(model)
     return model.to(device, memory_format=torch.channels_last)
 
 
