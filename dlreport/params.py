@@ -411,6 +411,8 @@ class LMTrainParams:
     eval_context: int = param(Int(min=2))
     eval_stride: int = param(POSITIVE)
     threads: int = param(THREADS)
+    # the decoder's matrix products (most of a step's FLOPs): auto = bf16 on CPUs with native bf16
+    precision: str = param(Choice("auto", "fp32", "bf16"), "auto")
 
 
 # Settings of wordlm.train that one model entry may set for itself (None: wordlm.train's).

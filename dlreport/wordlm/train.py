@@ -38,7 +38,7 @@ from torch import nn
 
 from dlreport.checkpoints import load_checkpoint
 from dlreport.params import LMModelParams, LMTrainParams, lm_model
-from dlreport.devices import hardware
+from dlreport.devices import autocast_dtype, hardware, precision_name
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.wordlm.corpus import Corpus, batchify, get_batch
@@ -116,25 +116,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``features @ weight.T + bias`` against ``targets``, computed
     ``chunk`` rows at a time; each chunk's gradients are taken while its logits are still in
     cache (softmax - one_hot), so the full (tokens x vocabulary) logits, their log-softmax and
-    its gradient are never stored. The same three matrix products as the unfused loss."""
+    its gradient are never stored. The same three matrix products as the unfused loss.
+
+    With ``gemm_dtype`` bf16 the three products take bf16 operands (the matrix units of CPUs with
+    native bf16 run them 5-8x faster than fp32); each product's result is rounded to bf16 (CPU
+    matmuls have no fp32 output for bf16 operands), and the softmax and the loss stay fp32. The
+    chunks' d loss / d logits are then kept, in bf16 (2 bytes a logit: 26 MB for 700 tokens of
+    WikiText-2's sample vocabulary), for two whole-batch products: per-chunk products that short
+    run at half the speed, and per-chunk accumulation costs a conversion each."""
 
     @staticmethod
-    def forward(ctx, features, weight, bias, targets, chunk):
+    def forward(ctx, features, weight, bias, targets, chunk, gemm_dtype):
         n = features.size(0)
-        grad_features = torch.empty_like(features)
-        grad_weight = torch.zeros_like(weight)
+        low = gemm_dtype is not None and gemm_dtype != features.dtype
+        operands, matrix = (features.to(gemm_dtype), weight.to(gemm_dtype)) if low else (features, weight)
         grad_bias = torch.zeros_like(bias)
         total = features.new_zeros(())
+        if low:
+            grad_logits = torch.empty(n, weight.size(0), dtype=gemm_dtype)
+        else:
+            grad_features, grad_weight = torch.empty_like(features), torch.zeros_like(weight)
         for start in range(0, n, chunk):
-            rows, target = features[start:start + chunk], targets[start:start + chunk]
-            logits = torch.addmm(bias, rows, weight.t())
-            log_z = torch.logsumexp(logits, dim=1)
-            total += (log_z - logits.gather(1, target[:, None]).squeeze(1)).sum()
-            probs = logits.sub_(log_z[:, None]).exp_()  # softmax, in place
+            rows, target = operands[start:start + chunk], targets[start:start + chunk]
+            logits = torch.mm(rows, matrix.t()).float().add_(bias) if low else torch.addmm(bias, rows, weight.t())
+            # softmax in place, in as few passes over the chunk as it takes (logsumexp would add two)
+            row_max = logits.amax(dim=1, keepdim=True)
+            total -= logits.gather(1, target[:, None]).sum()
+            sums = logits.sub_(row_max).exp_().sum(dim=1, keepdim=True)
+            total += (row_max + sums.log()).sum()
+            probs = logits.div_(sums)
             probs[torch.arange(len(target)), target] -= 1  # d loss / d logits, times n
-            torch.mm(probs, weight, out=grad_features[start:start + chunk])
-            grad_weight.addmm_(probs.t(), rows)
             grad_bias += probs.sum(0)
+            if low:
+                grad_logits[start:start + chunk] = probs
+            else:
+                torch.mm(probs, weight, out=grad_features[start:start + chunk])
+                grad_weight.addmm_(probs.t(), rows)
+        if low:
+            grad_features = torch.mm(grad_logits, matrix).to(features.dtype)
+            grad_weight = torch.mm(grad_logits.t(), operands).to(weight.dtype)
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ctx.n = n
         return total / n
@@ -143,16 +163,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_features, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_loss / ctx.n
-        return grad_features * scale, grad_weight * scale, grad_bias * scale, None, None
+        return grad_features * scale, grad_weight * scale, grad_bias * scale, None, None, None
 
 
 def linear_cross_entropy(features: torch.Tensor, decoder: nn.Linear, targets: torch.Tensor,
-                         chunk: int = LOSS_CHUNK) -> torch.Tensor:
+                         chunk: int = LOSS_CHUNK, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``F.cross_entropy(decoder(features), targets)`` for (tokens, ninp) features, fused and
-    chunked (see _LinearCrossEntropy). On one CPU core, forward and backward of 700 tokens took
-    39 -> 35 ms with a 2,300-word vocabulary and 750 -> 630 ms with 33,278 words;
-    benchmarks/bench_wordlm.py measures the whole training loop."""
-    return _LinearCrossEntropy.apply(features, decoder.weight, decoder.bias, targets, chunk)
+    chunked (see _LinearCrossEntropy); ``gemm_dtype`` bf16: its matrix products in bf16.
+    On one CPU core, forward and backward of 700 tokens took 39 -> 35 ms with a 2,300-word
+    vocabulary and 750 -> 630 ms with 33,278 words; benchmarks/bench_wordlm.py measures the
+    whole training loop."""
+    return _LinearCrossEntropy.apply(features, decoder.weight, decoder.bias, targets, chunk, gemm_dtype)
+
+
+def decoder_dtype(precision: str) -> torch.dtype | None:
+    """wordlm.train.precision: the dtype of the decoder's matrix products (None: fp32). auto is
+    bf16 on CPUs with native bf16 (as resnet.precision), fp32 elsewhere."""
+    return autocast_dtype(precision, torch.device("cpu"))
 
 
 def make_optimizer(model: nn.Module, cfg: LMModelParams) -> torch.optim.Optimizer:
@@ -168,7 +195,8 @@ def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
 
 
 def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_interval: int,
-                log=print, on_interval=None, batch_limit: int | None = None) -> dict:
+                log=print, on_interval=None, batch_limit: int | None = None,
+                gemm_dtype: torch.dtype | None = None) -> dict:
     """One pass over ``data`` (time, batch) as the example's train(); returns its statistics."""
     model.train()
     history = history_of(model)
@@ -187,7 +215,7 @@ def train_epoch(model, optimizer, data, epoch: int, bptt: int, clip: float, log_
         optimizer.zero_grad(set_to_none=True)
         hidden = detach(hidden)
         features, hidden = model.features(inputs, hidden, last=len(targets))  # CNN: history is context only
-        loss = linear_cross_entropy(features.flatten(0, 1), model.decoder, targets.flatten())
+        loss = linear_cross_entropy(features.flatten(0, 1), model.decoder, targets.flatten(), gemm_dtype=gemm_dtype)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
         optimizer.step()
@@ -252,9 +280,11 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
     config = model_config(cfg, model, ntokens, train)
     context, stride = train.eval_context, train.eval_stride
     epochs = train.epochs
+    gemm_dtype = decoder_dtype(train.precision)
     log(f"| model {name}: {cfg.type}, {config['parameters']:,} parameters, vocabulary {ntokens:,}, "
         f"{len(corpus.train):,} training tokens"
-        + (f", receptive field {config['receptive_field']} tokens" if "receptive_field" in config else ""))
+        + (f", receptive field {config['receptive_field']} tokens" if "receptive_field" in config else "")
+        + f", decoder in {precision_name(gemm_dtype)}")
 
     from dvclive import Live
 
@@ -282,7 +312,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
                 on_interval(row)
             interval.count = 1
             stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, train.log_interval,
-                                log, interval)
+                                log, interval, gemm_dtype=gemm_dtype)
             tokens += stats["tokens"]
             seconds += stats["seconds"]
             val_loss = evaluate(model, val_data, bptt, context, stride)
@@ -313,8 +343,8 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
                        eval_context=None if isinstance(model, RNNModel) else context,
                        eval_stride=None if isinstance(model, RNNModel) else stride,
                        receptive_field=config.get("receptive_field"),
-                       # fp32 on the CPU; its kernels, picked by instruction set, set the last bits
-                       **hardware(torch.device("cpu"), None))
+                       # the decoder's precision; the CPU's kernels, picked by instruction set, set the last bits
+                       **hardware(torch.device("cpu"), gemm_dtype))
         live.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         live.make_summary()
         live.end()
