@@ -4,9 +4,12 @@ A variant (``resnet_runs.<name>``) asks for ``gpus`` (0 = CPU, with ``procs`` gl
 The top-level ``devices`` param says how many GPUs this experiment may use. A variant that
 needs more than that is recorded as skipped; ``devices`` beyond the GPUs actually present is
 an error before any training, so timings are never silently measured on other hardware.
+A GPU variant leases the GPUs it runs on (``gpulease``): runs started together (``dvc queue
+start -j 8``) take distinct GPUs, and wait while none are free.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import subprocess
@@ -18,6 +21,7 @@ import torch
 from dlreport.devices import choose_backend
 from dlreport.errors import PipelineError
 from dlreport.fileio import write_json
+from dlreport.gpulease import host_gpu_count, leased_gpus
 from dlreport.params import ResnetParams, ResnetRunParams
 from dlreport.runlog import write_empty_curves
 from dlreport.training import check_recipe, train
@@ -36,7 +40,7 @@ def skip_reason(variant: ResnetRunParams, devices: int) -> str | None:
     """Why this variant does not train here, or None if it does. Raises on impossible params."""
     if variant.gpus == 0:
         return None
-    present = torch.cuda.device_count()
+    present = host_gpu_count()
     if devices > present:
         raise PipelineError(f"devices={devices} in params.yaml, but this host has {present} CUDA GPU(s). "
                             f"Set devices to at most {present} (dvc exp run -S devices={present}); "
@@ -67,9 +71,19 @@ def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, de
                                          f"{nproc}" + (f" x {nnodes} nodes)" if nnodes > 1 else ")"))
     if nproc * nnodes > 1:
         choose_backend(launch.backend, variant.gpus > 0)
-    if nproc == 1 and nnodes == 1:
-        train_worker(recipe, name, variant, prepared, out, summary)
-        return
+    with leased_gpus(variant.gpus) if variant.gpus else contextlib.nullcontext() as lease:
+        if lease is not None:
+            print(f"=> train_resnet@{name} leased GPU(s) {lease.visible_devices} (CUDA_VISIBLE_DEVICES)", flush=True)
+        if nproc == 1 and nnodes == 1:
+            train_worker(recipe, name, variant, prepared, out, summary)
+        else:
+            run_torchrun(recipe, name, nproc, nnodes, lease.handles if lease else [], prepared, out, summary,
+                         params_path, script)
+
+
+def run_torchrun(recipe: ResnetParams, name: str, nproc: int, nnodes: int, lease_handles: list[int], prepared: str,
+                 out: str, summary: str, params_path: str, script: str) -> None:
+    launch = recipe.launch
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     if nnodes == 1:
         command.append("--standalone")
@@ -83,7 +97,9 @@ def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, de
     command += [script, "--variant", name, "--params", params_path, "--prepared", prepared,
                 "--out", out, "--summary", summary]
     print("=> " + " ".join(command), flush=True)
-    result = subprocess.run(command)
+    # torchrun holds the lease's lock files too, so the GPUs stay leased while it runs even if this
+    # process is killed first
+    result = subprocess.run(command, pass_fds=lease_handles)
     if result.returncode:
         raise PipelineError(f"torchrun for train_resnet@{name} exited with status {result.returncode} "
                             f"(see its output above); checkpoints of completed epochs are kept in "

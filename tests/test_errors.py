@@ -65,6 +65,12 @@ def test_more_devices_than_the_host_has(tmp_path, monkeypatch):
                "devices=1 in params.yaml, but this host has 0 CUDA GPU(s). Set devices to at most 0")
 
 
+def test_a_variant_needing_more_gpus_than_the_host_has(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLREPORT_GPU_COUNT", "2")  # a simulated 2-GPU host (dlreport/gpulease.py)
+    fails_with(project(tmp_path, {"devices": 8}), monkeypatch, ["train_resnet.py", "--variant", "gpu8"],
+               "devices=8 in params.yaml, but this host has 2 CUDA GPU(s). Set devices to at most 2")
+
+
 def test_several_nodes_without_a_rendezvous_endpoint(tmp_path, monkeypatch):
     monkeypatch.delenv("RDZV_ENDPOINT", raising=False)
     monkeypatch.delenv("NNODES", raising=False)
