@@ -13,6 +13,7 @@ from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, read_json, write_json
 from dlreport.models import build_resnet18
 from dlreport.params import DiffParams, EvalParams
+from dlreport.progress import progress
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs
 from dlreport.devices import autocast_dtype
@@ -109,7 +110,7 @@ def eval_epochs(cfg: EvalParams, prepared: Path, runs_dir: Path, summaries: dict
     classes = load_classes(prepared)
     results = {}
     with atomic_dir(out) as tmp:
-        for epoch in epochs:
+        for epoch in progress(epochs, f"evaluating the checkpoints of {run}", "checkpoints"):
             metrics, logits = evaluate_epoch(run_dir, epoch, images, labels,
                                              batch_size=cfg.batch_size, device=device, log=log)
             predictions_table(val, classes, logits).to_csv(predictions_path(tmp, epoch), index=False)

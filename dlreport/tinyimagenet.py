@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from dlreport.errors import PipelineError
 from dlreport.params import TinyImageNetParams
 from dlreport.fileio import atomic_dir, remove_leftovers, write_json
+from dlreport.progress import progress
 
 if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
     import torch
@@ -402,10 +403,10 @@ def read_val(root: Path, classes: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def decode_images(root: Path, paths: list[str], size: int = IMAGE_SIZE) -> np.ndarray:
+def decode_images(root: Path, paths: list[str], size: int = IMAGE_SIZE, what: str = "decoding images") -> np.ndarray:
     """Decode every image once into an (N, 3, size, size) uint8 array, converting to RGB."""
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-    for i, rel in enumerate(paths):
+    for i, rel in progress(enumerate(paths), what, "images", total=len(paths)):
         path = root / rel
         try:
             with Image.open(path) as image:
@@ -439,7 +440,7 @@ def relabel(root: str | Path, out: str | Path) -> dict:
             table["class_index"] = table.wnid.map(index).astype(np.int16)
             table["name"] = table.wnid.map(names)
             table = table.reindex(columns=COLUMNS)
-            images = decode_images(root, list(table.path))
+            images = decode_images(root, list(table.path), what=f"decoding {split} images")
             table.to_csv(tmp / f"{split}.csv", index=False)
             np.save(tmp / f"{split}_images.npy", images)
             summary[f"{split}_images"] = len(table)

@@ -32,6 +32,7 @@ from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_ke
 from dlreport.errors import PipelineError
 from dlreport.models import build_resnet18, use_gemm_convolutions
 from dlreport.params import ResnetParams
+from dlreport.progress import eta_line
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.transforms import EpochAugmentation, augment, eval_input
@@ -293,6 +294,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
         f"{len(data.train_images)} train / {len(data.val_images)} val images"
         + (", deterministic kernels" if torch.are_deterministic_algorithms_enabled() else ""))
+    timed: list[float] = []  # the epochs this process trains (a resumed run's earlier ones ran elsewhere)
     try:
         for epoch in range(start_epoch, recipe.epochs + 1):
             lr = step_fn.optimizer.param_groups[0]["lr"]
@@ -314,6 +316,8 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
                     "scheduler": step_fn.scheduler.state_dict(), "scaler": step_fn.scaler.state_dict(),
                     "rng": checkpoints.rng_state(), "history": history})
                 logger.log(metrics)
+                timed.append(metrics["epoch_seconds"])
+                say(f"=> {eta_line(epoch, recipe.epochs, timed)}")
             if ctx.world > 1:
                 dist.barrier()
     finally:

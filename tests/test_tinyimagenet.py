@@ -210,10 +210,16 @@ def check_prepared(prepared: Path, root: Path, n_train: int, n_val: int) -> None
     assert (images[0] == first).all()
 
 
-def test_relabel_sample(tmp_path: Path, sample_root: Path):
+def test_relabel_sample(tmp_path: Path, sample_root: Path, capsys):
     summary = ti.relabel(sample_root, tmp_path / "prepared")
     assert summary == {"classes": 200, "train_images": 400, "val_images": 200}
     check_prepared(tmp_path / "prepared", sample_root, 400, 200)
+    # Progress, with stderr not a terminal (as under dvc queue or CI): a plain line per tenth, no bar.
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == (
+        [f"decoding train images: {40 * i}/400 images" for i in range(1, 11)]
+        + [f"decoding val images: {20 * i}/200 images" for i in range(1, 11)]), lines
+    assert lines[0].endswith(" s)") and ", ETA " in lines[0] and "\r" not in "".join(lines)
 
 
 @needs_shared(TINY_ZIP)

@@ -150,6 +150,7 @@ def reference_run(tiny_prepared: Path, tmp_path_factory) -> Path:
     out = base / "run"
     log = run_ok(train_command(params, tiny_prepared, out), cwd=REPO)
     assert "Epoch: [1][4/4]" in log and "Test: [2/2]" in log and " * Acc@1 " in log
+    assert "=> epoch 1/2 took " in log and "; ETA " in log and "(1 epoch left at " in log and "=> epoch 2/2 took " in log
     return out
 
 

@@ -183,6 +183,7 @@ def trained(tmp_path_factory, corpus_dir: Path) -> Path:
         train_wordlm(train, name, models[name], corpus_dir, runs / name, runs / f"{name}.json", log=lines.append)
     assert any(line.startswith("| epoch   2 |    10/   ") and "| lr 20.00 | ms/batch" in line for line in lines)
     assert sum(line.startswith("| end of epoch") and "valid ppl" in line for line in lines) == 4
+    assert sum(line.startswith("| epoch 1/2 took ") and "; ETA " in line for line in lines) == 2
     assert sum(line.startswith("| End of training | test loss") for line in lines) == 2
     return runs
 

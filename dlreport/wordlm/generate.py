@@ -14,6 +14,7 @@ import torch
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_file
 from dlreport.params import GenerateParams
+from dlreport.progress import progress
 from dlreport.wordlm.corpus import UNK
 from dlreport.wordlm.models import is_windowed
 from dlreport.wordlm.train import load_model
@@ -44,7 +45,7 @@ def generate_words(model, config: dict, vocab: list[str], words: int, temperatur
     with torch.no_grad():
         hidden = None
         pending = history  # tokens not yet fed to the model
-        for _ in range(words):
+        for _ in progress(range(words), "generating text", "words"):
             if windowed:
                 inputs = torch.tensor(history[-window:]).view(-1, 1)
                 logits, _ = model(inputs, last=1)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.params import ContextProbeParams
+from dlreport.progress import Progress
 from dlreport.stats import LEVEL, difference_interval, discrete_interval, interval, resample_weights, resampled_means
 from dlreport.wordlm.corpus import Corpus
 from dlreport.wordlm.train import load_model, set_threads
@@ -109,17 +110,24 @@ def replace_far(context: torch.Tensor, d: int, ntokens: int, generator: torch.Ge
 
 
 def score(model, stream: torch.Tensor, targets: torch.Tensor, ks: list[int], distances: list[int], context: int,
-          ntokens: int, seed: int, batch: int = 500) -> dict[str, torch.Tensor]:
+          ntokens: int, seed: int, batch: int = 500, what: str = "context probe") -> dict[str, torch.Tensor]:
     """Per-target losses: ``truncated`` (len(ks), N) with the last k tokens; ``shuffle`` and
     ``random`` (len(distances), N) with ``context`` tokens, those farther than d perturbed."""
     gold = stream[targets]
-    truncated = torch.stack([target_losses(model, windows(stream, targets, k), gold, batch) for k in ks])
+    counter = Progress(len(ks) + len(PERTURBATIONS) * len(distances), what, "passes over the targets")
+    truncated = []
+    for k in ks:
+        truncated.append(target_losses(model, windows(stream, targets, k), gold, batch))
+        counter.update()
+    truncated = torch.stack(truncated)
     intact = windows(stream, targets, context)
     generator = torch.Generator().manual_seed(seed)
     perturbed = {kind: [] for kind in PERTURBATIONS}
     for d in distances:
         perturbed["shuffle"].append(target_losses(model, shuffle_far(intact, d, generator), gold, batch))
         perturbed["random"].append(target_losses(model, replace_far(intact, d, ntokens, generator), gold, batch))
+        counter.update(len(PERTURBATIONS))
+    counter.close()
     empty = torch.zeros(0, len(targets), dtype=torch.float64)
     return dict(truncated=truncated, **{kind: torch.stack(rows) if rows else empty for kind, rows in perturbed.items()})
 
@@ -399,7 +407,8 @@ def context_probe(cfg: ContextProbeParams, runs: str | Path, models: list[str], 
         ks, beyond = context_grid(trained[name], reference, max_context)
         context = min(trained[name], reference)
         distances = sorted({d for d in cfg.distances if d < context})
-        losses = score(model, stream, targets, ks + beyond, distances, context, len(vocab), seed, batch)
+        losses = score(model, stream, targets, ks + beyond, distances, context, len(vocab), seed, batch,
+                       what=f"context probe of {name}")
         r = dict(model=name, type=config["type"], trained_context=trained[name],
                  receptive_field=config.get("receptive_field"),
                  perturbation_context=context,

@@ -41,6 +41,7 @@ from dlreport.params import LMModelParams, LMTrainParams, lm_model
 from dlreport.devices import autocast_dtype, hardware, precision_name
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
+from dlreport.progress import eta_line
 from dlreport.wordlm.corpus import Corpus, batchify, get_batch
 from dlreport.wordlm.models import GCNNModel, RNNModel, build_model, count_parameters
 
@@ -302,6 +303,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
         tokens, seconds = 0, 0.0
         start = time.time()
         nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
+        epoch_times = []
         for epoch in range(1, epochs + 1):
             epoch_start = time.time()
             base = (epoch - 1) * nbatches
@@ -317,8 +319,10 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
             seconds += stats["seconds"]
             val_loss = evaluate(model, val_data, bptt, context, stride)
             log("-" * 89)
+            epoch_times.append(time.time() - epoch_start)
             log("| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | valid ppl {:8.2f}".format(
-                epoch, time.time() - epoch_start, val_loss, math.exp(val_loss)))
+                epoch, epoch_times[-1], val_loss, math.exp(val_loss)))
+            log(f"| {eta_line(epoch, epochs, epoch_times)}")
             log("-" * 89)
             live.step = epoch
             live.log_metric("valid/loss", val_loss)
