@@ -13,6 +13,7 @@ resume.pt at the previous epoch (that epoch is trained again and its file replac
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -198,10 +199,39 @@ def why_not_continued(saved: dict, current: ResnetParams, trained: int) -> str:
     """Why a run whose recipe differs only in ``epochs`` cannot go on (one clause for the log)."""
     schedule = current.schedule
     if schedule not in TOTAL_FREE_SCHEDULES:
-        return (f"the {schedule} schedule depends on the total number of epochs, so epochs 1-{trained} of a "
-                f"{current.epochs}-epoch run differ from these")
-    return (f"{trained} epochs are trained, more than resnet.epochs = {current.epochs}; a shorter run is trained "
-            f"afresh")
+        return (f"the {schedule} schedule depends on the total number of epochs, so epochs 1-{min(trained, current.epochs)} "
+                f"of a {current.epochs}-epoch run differ from these")
+    if trained > current.epochs:
+        return (f"{trained} epochs are trained, more than resnet.epochs = {current.epochs}, and the weights of epoch "
+                f"{current.epochs} were not kept (resnet.keep_epochs)")
+    return "resume.pt was cut from a longer run and holds no optimizer state to continue from"
+
+
+def cut_state(state: dict, weights: dict, recipe: ResnetParams) -> dict:
+    """The resume state of a ``recipe.epochs``-epoch run cut from the longer run ``state`` with the
+    weights file of that epoch: a finished run's, with no optimizer state (nothing is trained
+    from it; raising resnet.epochs again trains afresh)."""
+    return {**weights, "recipe": recipe.recipe(), "history": list(state["history"][:weights["epoch"]]),
+            "cut_from": state["epoch"]}
+
+
+def cut_to_epochs(run_dir: Path, recipe: ResnetParams, state: dict, log) -> dict | None:
+    """A finished longer run cut to ``recipe.epochs`` (where its first epochs are those of the
+    shorter run): the later epochs' files and resume.pt set aside, resume.pt rewritten as the
+    shorter run's end. None (nothing changed) where the weights of that epoch were not kept."""
+    run_dir, epochs = Path(run_dir), recipe.epochs
+    kept = checkpoint_path(run_dir, epochs)
+    if not kept.exists():
+        return None
+    weights = load_checkpoint(kept)
+    later = [checkpoint_path(run_dir, e) for e in saved_epochs(run_dir) if e > epochs] + [resume_path(run_dir)]
+    where = set_aside(run_dir, later)
+    short = cut_state(state, weights, recipe)
+    save_atomic(short, resume_path(run_dir))
+    log(f"=> {run_dir}: cut the finished {state['epoch']}-epoch run to resnet.epochs = {epochs} without training: "
+        f"with the {recipe.schedule} schedule its epochs 1-{epochs} are those of a {epochs}-epoch run; epoch "
+        f"{epochs}'s weights are now the last; its later checkpoints: {'; '.join(where)}")
+    return short
 
 
 @functools.cache
@@ -231,24 +261,44 @@ def dvc_cache_holds(file: Path) -> bool:
     return stored.is_file() and stored.stat().st_size == file.stat().st_size
 
 
-def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
-    """Never resume these checkpoints, never lose them: those DVC's cache holds (a committed run
-    that DVC restored, or unprotected into copies, before re-running the stage) are removed, the
-    others are moved to a sibling folder."""
+def stale_path(run_dir: Path) -> Path:
+    """A new folder name beside the run folder for checkpoints set aside now."""
     run_dir = Path(run_dir)
-    folder = run_dir / "checkpoints"
-    cached = [f for f in sorted(folder.iterdir()) if f.is_file() and dvc_cache_holds(f)]
+    base = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, count = base, 1
+    while path.exists():
+        count += 1
+        path = base.with_name(f"{base.name}-{count}")
+    return path
+
+
+def set_aside(run_dir: Path, files: list[Path]) -> list[str]:
+    """Take ``files`` out of the run folder without losing them: those DVC's cache holds (a
+    committed run that DVC restored, or unprotected into copies, before re-running the stage)
+    are removed, the others moved to a stale sibling folder. Returns where they went."""
+    cached = [f for f in files if f.is_file() and dvc_cache_holds(f)]
     for file in cached:
         file.unlink()
     where = []
     if cached:
         where.append(f"{len(cached)} file(s) DVC's cache holds removed (dvc checkout / dvc exp apply restore them)")
-    if any(folder.iterdir()):
-        stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(str(folder), str(stale))
+    others = [f for f in files if f.exists()]
+    if others:
+        stale = stale_path(run_dir)
+        stale.mkdir(parents=True, exist_ok=True)
+        for file in others:
+            shutil.move(str(file), str(stale / file.name))
         where.append(f"moved to {stale}")
-    else:
-        folder.rmdir()
+    return where
+
+
+def move_aside(run_dir: Path, why: str, log, restart: bool = True) -> None:
+    """Never resume these checkpoints, never lose them (``set_aside``)."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "checkpoints"
+    where = set_aside(run_dir, sorted(f for f in folder.iterdir() if not f.is_dir()))
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # (empty now, unless it held folders, which stay)
     log(f"=> checkpoints in {run_dir} {why}; not resuming them: {'; '.join(where)}"
         + ("; training from epoch 1." if restart else "."))
 
@@ -275,9 +325,18 @@ def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[d
     state = load_checkpoint(resume_path(run_dir))
     trained, saved = state["epoch"], state.get("recipe", {})
     differences = recipe_differences(saved, recipe, trained)
+    only_epochs = len(differences) == 1 and differences[0].startswith("epochs:")
+    if only_epochs and trained > recipe.epochs and recipe.schedule in TOTAL_FREE_SCHEDULES:
+        short = cut_to_epochs(run_dir, recipe, state, log)
+        if short is not None:
+            state, trained, saved, differences = short, recipe.epochs, short["recipe"], []
+            epochs = saved_epochs(run_dir)
+    if not differences and "cut_from" in state and trained < recipe.epochs:
+        differences = [f"epochs: {trained} -> {recipe.epochs}"]  # a cut run: nothing to continue from
+        only_epochs = True
     if differences:
         why = ""
-        if len(differences) == 1 and differences[0].startswith("epochs:"):
+        if only_epochs:
             why = f" - {why_not_continued(saved, recipe, trained)}"
         move_aside(run_dir, f"were made with other params ({'; '.join(differences)}){why}", log)
         return None, 1

@@ -283,10 +283,11 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
     history: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
-        step_fn.optimizer.load_state_dict(state["optimizer"])
-        step_fn.scheduler.load_state_dict(state["scheduler"])
-        step_fn.scaler.load_state_dict(state["scaler"])
-        checkpoints.set_rng_state(state["rng"])
+        if "cut_from" not in state:  # (a run cut from a longer one has no optimizer state: it is finished)
+            step_fn.optimizer.load_state_dict(state["optimizer"])
+            step_fn.scheduler.load_state_dict(state["scheduler"])
+            step_fn.scaler.load_state_dict(state["scaler"])
+            checkpoints.set_rng_state(state["rng"])
         history = list(state["history"])
 
     logger = RunLogger(run_dir, history, say) if ctx.main else None

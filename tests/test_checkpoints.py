@@ -69,9 +69,9 @@ def test_what_is_never_resumed_is_moved_aside(tmp_path: Path):
 
 def test_raising_epochs_continues_where_the_schedule_allows(tmp_path: Path):
     """Constant and step schedules do not depend on the total: a run of 4 epochs is the start of
-    one of 6. Cosine does, and fewer epochs than trained are not a continuation: those start over."""
+    one of 6. Cosine does: that starts over."""
     for schedule, epochs, continued in (("constant", 6, True), ("step", 6, True), ("constant", 4, True),
-                                        ("cosine", 6, False), ("constant", 3, False)):
+                                        ("cosine", 6, False)):
         base = tmp_path / f"{schedule}-{epochs}"
         base.mkdir()
         recipe = replace(RECIPE, schedule=schedule)
@@ -83,7 +83,37 @@ def test_raising_epochs_continues_where_the_schedule_allows(tmp_path: Path):
             assert ("continuing" in log[-1]) == (epochs > 4) and checkpoints.saved_epochs(run) == [1, 2, 3, 4]
         else:
             assert (state, start) == (None, 1) and "training from epoch 1" in log[0], (schedule, epochs)
-            assert ("depends on the total" if schedule == "cosine" else "a shorter run is trained afresh") in log[0]
+            assert "depends on the total" in log[0]
+
+
+def test_lowering_epochs_cuts_a_finished_run_where_the_schedule_allows(tmp_path: Path):
+    """4 epochs trained, 2 asked for: with a constant schedule epoch 2's weights become the end of
+    the run (resume.pt rewritten, epochs 3-4 set aside, nothing trained); raising it again trains
+    afresh (a cut run has no optimizer state). Cosine, or epoch 2's weights not kept: afresh."""
+    run = run_folder(tmp_path, 4, [1, 2, 3, 4])
+    log = []
+    state, start = checkpoints.find_resume_point(run, replace(RECIPE, epochs=2), log.append)
+    assert (state["epoch"], start, state["cut_from"], state["recipe"]["epochs"]) == (2, 3, 4, 2), log
+    assert "cut the finished 4-epoch run to resnet.epochs = 2 without training" in log[0], log
+    assert "all 2 epochs already trained" in log[-1]
+    assert checkpoints.saved_epochs(run) == [1, 2]
+    assert checkpoints.load_checkpoint(checkpoints.resume_path(run))["epoch"] == 2
+    stale = list(tmp_path.glob(".run-stale-*"))
+    assert len(stale) == 1 and sorted(p.name for p in stale[0].iterdir()) == ["epoch_03.pt", "epoch_04.pt", "resume.pt"]
+    log = []  # the same params again: the cut run is finished
+    assert checkpoints.find_resume_point(run, replace(RECIPE, epochs=2), log.append)[1] == 3
+    log = []
+    assert checkpoints.find_resume_point(run, replace(RECIPE, epochs=3), log.append) == (None, 1)
+    assert "resume.pt was cut from a longer run and holds no optimizer state" in log[0], log
+
+    for case, recipe, weights, why in (("cosine", replace(RECIPE, schedule="cosine"), [1, 2, 3, 4], "depends on the total"),
+                                       ("not-kept", RECIPE, [4], "the weights of epoch 2 were not kept")):
+        base = tmp_path / case
+        base.mkdir()
+        run = run_folder(base, 4, weights, recipe)
+        log = []
+        assert checkpoints.find_resume_point(run, replace(recipe, epochs=2), log.append) == (None, 1)
+        assert why in log[0] and "training from epoch 1" in log[0], log
 
 
 def test_empty_run_folder_starts_at_epoch_one(tmp_path: Path):

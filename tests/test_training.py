@@ -306,6 +306,24 @@ def test_raising_epochs_continues_to_the_weights_of_a_longer_run(reference_run: 
     assert "the cosine schedule depends on the total number of epochs" in log and "Epoch: [1]" in log
 
 
+def test_lowering_epochs_cuts_a_finished_run_without_training(reference_run: Path, tiny_prepared: Path,
+                                                               tmp_path: Path):
+    """The 2-epoch reference run re-run with epochs 1 (constant schedule): no training step, epoch
+    1's weights are the run's last checkpoint, and its curves and summary hold epoch 1 only."""
+    out = tmp_path / "cut"
+    shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
+    log = run_ok(train_command(params_file(tmp_path, epochs=1), tiny_prepared, out), cwd=REPO)
+    assert "cut the finished 2-epoch run to resnet.epochs = 1 without training" in log and "Epoch: [" not in log
+    assert checkpoints.saved_epochs(out) == [1]
+    cut, reference = final_weights(out, 1), final_weights(reference_run, 1)
+    assert all(torch.equal(cut[k], reference[k]) for k in reference)
+    assert checkpoints.load_checkpoint(checkpoints.resume_path(out))["epoch"] == 1
+    assert list(pd.read_csv(out / "dvclive" / "plots" / "metrics" / "val" / "acc1.tsv", sep="\t").step) == [1]
+    summary = yaml.safe_load((tmp_path / "cut.json").read_text())
+    assert summary["epochs"] == 1 and summary["val_acc1"] == checkpoints.load_checkpoint(
+        checkpoints.checkpoint_path(reference_run, 1))["metrics"]["val/acc1"]
+
+
 def test_deterministic_kernels_are_a_switch_not_a_recipe(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
     """resnet.deterministic picks which kernels compute the recipe (deterministic ones only, cuDNN
     without its benchmark, a fixed cuBLAS workspace), not the recipe: a run made without it resumes
