@@ -360,3 +360,54 @@ def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[d
     else:
         log(f"=> resuming {run_dir} from epoch {trained} (resume.pt)")
     return state, trained + 1
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints set aside: listed, and removed on request
+# --------------------------------------------------------------------------------------
+def set_aside_folders(runs: Path) -> list[tuple[Path, str]]:
+    """The hidden folders beside the run folders in ``runs``: (folder, kind), kind ``stale``
+    (checkpoints of other params, kept in case they are wanted) or ``progress`` (an interrupted
+    run's, which its next start resumes)."""
+    found = []
+    for folder in sorted(Path(runs).glob(".*-stale-*")) + sorted(Path(runs).glob(".*-progress")):
+        if folder.is_dir():
+            found.append((folder, "progress" if folder.name.endswith("-progress") and "-stale-" not in folder.name
+                          else "stale"))
+    return found
+
+
+def clean_main(argv: list[str] | None = None) -> int:
+    """python -m dlreport.checkpoints [--clean] RUNS: list (and with --clean remove) the stale
+    checkpoint folders beside the run folders in RUNS; an interrupted run's progress is listed only."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dlreport.checkpoints", description=clean_main.__doc__)
+    parser.add_argument("runs", nargs="?", default="runs/resnet", help="the folder of the run folders")
+    parser.add_argument("--clean", action="store_true", help="remove the stale folders listed")
+    args = parser.parse_args(argv)
+    runs = Path(args.runs)
+    if not runs.is_dir():
+        print(f"error: {runs}: no such folder; give the folder that holds the run folders "
+              f"(python -m dlreport.checkpoints --clean runs/resnet).", file=sys.stderr)
+        return 1
+    found = set_aside_folders(runs)
+    if not found:
+        print(f"{runs}: no checkpoints set aside")
+    for folder, kind in found:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in files) / 1e6
+        what = (f"{folder}: {len(files)} file(s), {size:.1f} MB ({', '.join(p.name for p in files[:6])}"
+                f"{', ...' if len(files) > 6 else ''})")
+        if kind == "progress":
+            print(f"{what} - an interrupted run's progress, which its next start resumes: kept")
+        elif args.clean:
+            shutil.rmtree(folder)
+            print(f"{what} - removed")
+        else:
+            print(f"{what} - set aside (--clean removes it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(clean_main())

@@ -197,3 +197,25 @@ def test_checkpoints_dvc_has_cached_are_removed_not_moved_aside(tmp_path: Path, 
     assert "2 file(s) DVC's cache holds removed" in log[0] and "moved to" in log[0], log
     stale = list((root / "runs").glob(".run-stale-*"))
     assert [p.name for p in stale[0].iterdir()] == ["epoch_02.pt"] and not (run / "checkpoints").exists()
+
+
+def test_the_clean_command_lists_and_removes_what_was_set_aside(tmp_path: Path):
+    """python -m dlreport.checkpoints [--clean] runs/resnet: the stale folders listed, then
+    removed; an interrupted run's progress listed and kept; a missing folder is one error line."""
+    import sys
+
+    runs = tmp_path / "runs" / "resnet"
+    trained_epochs(runs / "cpu", RECIPE, range(1, 3))  # an interrupted run: its progress folder
+    checkpoints.move_aside(runs / "cpu", "were made with other params", lambda line: None)
+    (tmp_path / "dlreport").symlink_to(REPO / "dlreport")  # run in a project folder, as the docs show
+    command = [sys.executable, "-m", "dlreport.checkpoints"]
+    listed = run_command([*command, "runs/resnet"], cwd=tmp_path).stdout.splitlines()
+    assert len(listed) == 2 and listed[0].startswith("runs/resnet/.cpu-stale-") and listed[1].startswith(
+        "runs/resnet/.cpu-progress: 3 file(s)"), listed
+    assert "epoch_01.pt, epoch_02.pt, resume.pt) - set aside (--clean removes it)" in listed[0]
+    cleaned = run_command([*command, "--clean", "runs/resnet"], cwd=tmp_path).stdout.splitlines()
+    assert cleaned[0].endswith(" - removed") and cleaned[1].endswith("its next start resumes: kept")
+    assert not list(runs.glob(".cpu-stale-*")) and checkpoints.progress_path(runs / "cpu").is_dir()
+    failed = run_command([*command, "--clean", "runs/absent"], cwd=tmp_path, check=False)
+    assert failed.returncode == 1 and failed.stderr.startswith("error: runs/absent: no such folder")
+    assert len(failed.stderr.splitlines()) == 1

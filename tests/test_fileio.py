@@ -67,3 +67,30 @@ def test_kill_9_mid_stage_then_the_next_run_leaves_nothing_behind(tmp_path: Path
     assert ran(out, "train_wordlm@lstm")
     assert sorted(p.name for p in runs.iterdir()) == ["lstm"], "no hidden temporaries remain"
     assert (runs / "lstm" / "model.pt").is_file()
+
+
+def test_temporaries_left_in_a_tracked_folder_do_not_change_its_hash(tmp_path: Path):
+    """The project's .dvcignore names every temporary the stages make: left in a stage's
+    dependency or output by a killed run, none makes `dvc status` see a change (a real file does)."""
+    import shutil
+
+    from conftest import REPO
+
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "a.txt").write_text("a\n")
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
+    run(["dvc", "init", "--no-scm", "-q"], cwd=root)
+    run(["dvc", "stage", "add", "-q", "-n", "copy", "-d", "data", "-o", "out", "cp -r data out"], cwd=root)
+    run(["dvc", "repro", "-q"], cwd=root)
+    for folder in ("data", "out"):
+        (root / folder / ".x.tmp-123").mkdir()                    # fileio.atomic_dir's
+        (root / folder / ".x.tmp-123" / "half.npy").write_bytes(b"half")
+        (root / folder / ".status.json.tmp-k2j4").write_text("{")  # fileio.atomic_file's
+        (root / folder / ".epoch_03.pt.tmp").write_bytes(b"half")   # checkpoints.save_atomic's
+        for hidden in (".cpu-progress", ".cpu-stale-20260101-120000"):
+            (root / folder / hidden).mkdir()
+            (root / folder / hidden / "resume.pt").write_bytes(b"state")
+    assert run(["dvc", "status"], cwd=root).stdout.strip() == "Data and pipelines are up to date."
+    (root / "data" / "b.txt").write_text("b\n")
+    assert "changed deps" in run(["dvc", "status"], cwd=root).stdout

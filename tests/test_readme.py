@@ -424,6 +424,11 @@ COVERED: dict[str, list[str]] = {
     "stages/train_resnet.py --variant gpu8": ["tests/test_training.py::test_two_nodes_on_loopback"],
     # Resume (docs/resnet.md): the stage's script killed and re-run; `dvc exp run` killed and re-run.
     "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights", LINKS_AND_RESUME],
+    # Checkpoints set aside (docs/resnet.md): listed, then removed, in a project folder.
+    "python -m dlreport.checkpoints runs/resnet":
+        ["tests/test_checkpoints.py::test_the_clean_command_lists_and_removes_what_was_set_aside"],
+    "python -m dlreport.checkpoints --clean runs/resnet":
+        ["tests/test_checkpoints.py::test_the_clean_command_lists_and_removes_what_was_set_aside"],
     # Continuing (docs/resnet.md): the stage's script continued from 2 to 3 epochs; the rule per schedule.
     "dvc exp run -S resnet.epochs=30 train_resnet@cpu":
         ["tests/test_training.py::test_raising_epochs_continues_to_the_weights_of_a_longer_run",
