@@ -85,9 +85,9 @@ def save_epoch(run_dir: Path, recipe: ResnetParams, weights: dict, resume: dict)
     above) - each also linked into the run's progress folder."""
     if keeps_weights(recipe, weights["epoch"]):
         save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]))
-        _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir))
+        _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir, recipe))
     save_atomic(resume, resume_path(run_dir))
-    _link(resume_path(run_dir), progress_path(run_dir))
+    _link(resume_path(run_dir), progress_path(run_dir, recipe))
 
 
 # --------------------------------------------------------------------------------------
@@ -98,8 +98,35 @@ def save_epoch(run_dir: Path, recipe: ResnetParams, weights: dict, resume: dict)
 # with the baseline's. So every checkpoint a run writes is also hard-linked (no extra disk) into
 # a hidden sibling, runs/resnet/.<variant>-progress/, which DVC does not track; the next start
 # links them back, and a run that finishes removes the folder.
-def progress_path(run_dir: Path) -> Path:
+#
+# A queued experiment (`dvc exp run --queue` + `dvc queue start`, or `dvc exp run --temp`) runs in
+# a temporary copy of the project, <project>/.dvc/tmp/exps/tmpXXXX/, which DVC deletes when the run
+# ends, failed or not (DVC 3.67) - sibling folder included. There the progress folder is in the
+# project's own .dvc/tmp (never deleted by DVC, ignored by git), keyed by the variant and the
+# recipe: queueing the same experiment again resumes it.
+EXPERIMENT_WORKSPACES = (".dvc", "tmp", "exps")
+
+
+def queued_project(run_dir: Path) -> Path | None:
+    """The project whose temporary experiment workspace holds ``run_dir``, or None."""
+    parts = Path(run_dir).absolute().parts
+    for i in range(len(parts) - len(EXPERIMENT_WORKSPACES)):
+        if parts[i:i + len(EXPERIMENT_WORKSPACES)] == EXPERIMENT_WORKSPACES:
+            return Path(*parts[:i])
+    return None
+
+
+def recipe_key(recipe: ResnetParams) -> str:
+    """A short name for what a run trains (its RESULT_KEYS)."""
+    recorded = recipe.recipe()
+    return hashlib.md5(repr([(k, recorded[k]) for k in RESULT_KEYS]).encode()).hexdigest()[:12]
+
+
+def progress_path(run_dir: Path, recipe: ResnetParams | None = None) -> Path:
     run_dir = Path(run_dir)
+    project = queued_project(run_dir) if recipe is not None else None
+    if project is not None:
+        return project / ".dvc" / "tmp" / "dlreport-progress" / f"{run_dir.name}-{recipe_key(recipe)}"
     return run_dir.parent / f".{run_dir.name}-progress"
 
 
@@ -122,7 +149,7 @@ def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
     the run folder's; progress of other params is moved aside (never deleted); progress the run
     folder already holds is dropped.
     """
-    run_dir, progress = Path(run_dir), progress_path(run_dir)
+    run_dir, progress = Path(run_dir), progress_path(run_dir, recipe)
     if not (progress / "resume.pt").exists():
         shutil.rmtree(progress, ignore_errors=True)  # nothing resumable (killed before its first epoch)
         return
@@ -151,9 +178,9 @@ def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
         f"(resume.pt at epoch {ahead['epoch']}): DVC had replaced them in {run_dir}")
 
 
-def finish(run_dir: Path) -> None:
+def finish(run_dir: Path, recipe: ResnetParams) -> None:
     """The run is complete and its folder holds every checkpoint: no progress to keep."""
-    shutil.rmtree(progress_path(run_dir), ignore_errors=True)
+    shutil.rmtree(progress_path(run_dir, recipe), ignore_errors=True)
 
 
 def rng_state() -> dict:
@@ -365,15 +392,16 @@ def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[d
 # --------------------------------------------------------------------------------------
 # Checkpoints set aside: listed, and removed on request
 # --------------------------------------------------------------------------------------
-def set_aside_folders(runs: Path) -> list[tuple[Path, str]]:
-    """The hidden folders beside the run folders in ``runs``: (folder, kind), kind ``stale``
-    (checkpoints of other params, kept in case they are wanted) or ``progress`` (an interrupted
-    run's, which its next start resumes)."""
+def set_aside_folders(runs: Path, project: Path = Path(".")) -> list[tuple[Path, str]]:
+    """The hidden folders beside the run folders in ``runs``, and the queued runs' progress in
+    ``project``: (folder, kind), kind ``stale`` (checkpoints of other params, kept in case they
+    are wanted) or ``progress`` (an interrupted run's, which its next start resumes)."""
     found = []
-    for folder in sorted(Path(runs).glob(".*-stale-*")) + sorted(Path(runs).glob(".*-progress")):
+    queued = sorted((project / ".dvc" / "tmp" / "dlreport-progress").glob("*"))
+    for folder in sorted(Path(runs).glob(".*-stale-*")) + sorted(Path(runs).glob(".*-progress")) + queued:
         if folder.is_dir():
             found.append((folder, "progress" if folder.name.endswith("-progress") and "-stale-" not in folder.name
-                          else "stale"))
+                          or folder in queued else "stale"))
     return found
 
 

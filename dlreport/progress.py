@@ -1,8 +1,8 @@
 """Progress of the long steps, on stderr: a tqdm bar on a terminal, occasional plain lines elsewhere.
 
 `dvc queue logs`, CI logs and files get no wall of carriage returns: where stderr is not a
-terminal a step prints one line at every tenth of its work (and none for a step too small to
-measure). The training loops keep their own main.py-style lines and add an ETA at each epoch end
+terminal a step prints one line at every tenth of its work (none for a step with nothing to do).
+The training loops keep their own main.py-style lines and add an ETA at each epoch end
 (``eta_line``), from the mean time of the epochs this process trained.
 """
 from __future__ import annotations

@@ -328,7 +328,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
         dist.destroy_process_group()
     if not ctx.main:
         return None
-    checkpoints.finish(run_dir)
+    checkpoints.finish(run_dir, recipe)
     return summarize(history, ctx, amp)
 
 

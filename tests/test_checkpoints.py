@@ -155,8 +155,33 @@ def test_an_interrupted_run_survives_dvc_restoring_the_committed_checkpoints(tmp
     assert len(stale) == 1 and len(list(stale[0].glob("epoch_*.pt"))) == 4, "the baseline's are kept"
 
     trained_epochs(run, seed1, range(3, 5))
-    checkpoints.finish(run)
+    checkpoints.finish(run, seed1)
     assert not progress.exists() and checkpoints.saved_epochs(run) == [1, 2, 3, 4]
+
+
+def test_a_queued_run_keeps_its_progress_in_the_project_that_dvc_keeps(tmp_path: Path):
+    """A queued experiment runs in <project>/.dvc/tmp/exps/tmpXXXX, which DVC deletes when the run
+    fails: its progress is in the project's .dvc/tmp, and the same experiment queued again (a new
+    workspace) resumes from it; a run of other params neither sees nor touches it."""
+    import shutil
+
+    project, seed1 = tmp_path / "project", replace(RECIPE, seed=1)
+    workspace = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    trained_epochs(workspace / "runs" / "resnet" / "cpu", seed1, range(1, 3))  # interrupted after epoch 2
+    progress = checkpoints.progress_path(workspace / "runs" / "resnet" / "cpu", seed1)
+    assert progress.parent == project / ".dvc" / "tmp" / "dlreport-progress" and progress.name.startswith("cpu-")
+    assert sorted(p.name for p in progress.iterdir()) == ["epoch_01.pt", "epoch_02.pt", "resume.pt"]
+    shutil.rmtree(workspace)  # what DVC does with a failed queued run's workspace
+
+    other = project / ".dvc" / "tmp" / "exps" / "tmpef34gh" / "runs" / "resnet" / "cpu"
+    assert checkpoints.find_resume_point(other, RECIPE, lambda line: None) == (None, 1) and progress.is_dir()
+    again = project / ".dvc" / "tmp" / "exps" / "tmpij56kl" / "runs" / "resnet" / "cpu"
+    log = []
+    state, start = checkpoints.find_resume_point(again, seed1, log.append)
+    assert (state["epoch"], start) == (2, 3) and any("recovered 3 checkpoint file(s)" in line for line in log), log
+    trained_epochs(again, seed1, range(3, 5))
+    checkpoints.finish(again, seed1)
+    assert not progress.exists() and checkpoints.saved_epochs(again) == [1, 2, 3, 4]
 
 
 def test_progress_of_a_plain_rerun_or_of_other_params(tmp_path: Path):
