@@ -75,6 +75,8 @@ def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, de
         if lease is not None:
             print(f"=> train_resnet@{name} leased GPU(s) {lease.visible_devices} (CUDA_VISIBLE_DEVICES)", flush=True)
         if nproc == 1 and nnodes == 1:
+            # In this process: CUDA is not initialised yet (device_count() asks NVML and caches
+            # nothing before), so it reads the CUDA_VISIBLE_DEVICES the lease set.
             train_worker(recipe, name, variant, prepared, out, summary)
         else:
             run_torchrun(recipe, name, nproc, nnodes, lease.handles if lease else [], prepared, out, summary,
