@@ -155,7 +155,7 @@ def main() -> None:
             Variant("  + channels_last", build_resnet18().to(memory_format=torch.channels_last),
                     decoded_batches(prepared, args.batch_size)),
         ]
-    variants.append(Variant(f"ours (train_resnet): + GEMM weight grads, {str(amp or torch.float32)[6:]}",
+    variants.append(Variant(f"ours (train_resnet): + GEMM convolutions for small outputs, {precision_name(amp)}",
                             training.to_training_device(build_resnet18(), cpu),
                             decoded_batches(prepared, args.batch_size), amp))
     results = compare(variants, args.rounds, args.steps)

@@ -402,6 +402,8 @@ EPOCH_DIFF = "tests/test_pipeline.py::test_metrics_diff_between_epochs_without_r
 PLOTS_SHOW = "tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"
 REAL_TEXT_PROBE = "not run: the 64-minute measurement behind the table"
 BENCHMARK = "not run: a benchmark (minutes), printed, never timed by a test"
+BENCH_RESNET = "tests/test_benchmarks.py::test_bench_resnet_input_prints_the_fraction_of_peak"
+BENCH_WORDLM = "tests/test_benchmarks.py::test_bench_wordlm_compares_every_model_with_the_example"
 COVERED: dict[str, list[str]] = {
     # Real data (README, docs/real-data.md): the official archive is the shared 3,000-image subset's
     # file:// URL in the test (no network); data.dvc's import is served from a loopback HTTP server.
@@ -459,10 +461,13 @@ COVERED: dict[str, list[str]] = {
     "ln -s ../shared/data/wikitext-2-sample data": [REAL_TEXT_PROBE, WIKITEXT],
     "dvc exp run -S wordlm.corpus=data -S wordlm.train.epochs=6 prepare_corpus train_wordlm context_probe":
         [REAL_TEXT_PROBE, WIKITEXT, "tests/test_context_probe.py::test_context_probe_stage_end_to_end"],
-    # Benchmarks (docs/speed.md)
-    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": [BENCHMARK],
-    "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK],
-    "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": [BENCHMARK],
+    # Benchmarks (README, docs/speed.md): run at the smallest sizes by tests/test_benchmarks.py.
+    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": [BENCHMARK, BENCH_RESNET],
+    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5 --layers": [BENCHMARK, BENCH_RESNET],
+    "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK, BENCH_RESNET],
+    "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": [BENCHMARK, BENCH_WORDLM],
+    "python benchmarks/bench_wordlm.py --corpus ../shared/data/wikitext-2-sample --batches 30 --repeats 4":
+        [BENCHMARK, BENCH_WORDLM],
     # The GPU check (docs/gpu-check.md): its CPU mode runs the same steps.
     "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out gpu_check.json":
         ["tests/test_gpu_check.py::test_cpu_mode_passes_every_step"],
