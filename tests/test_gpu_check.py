@@ -130,11 +130,11 @@ def test_a_stalled_step_is_stopped_at_its_cap(tmp_path: Path):
     """An in-process step that hangs (as a DataLoader can) and ignores SIGTERM, with a process it
     started in a session of its own: the cap holds, nothing is left running, the check reports."""
     tic = time.monotonic()
-    result, report = run_check(tmp_path, "--stall", "dataset", "--cap", "dataset=15")
+    result, report = run_check(tmp_path, "--stall", "dataset", "--cap", "dataset=8")
     steps = report["steps"]
     assert result.returncode == 1 and not report["passed"], result.stdout + result.stderr
-    assert steps["dataset"]["status"] == "failed" and steps["dataset"]["seconds"] < 15 + 10 + 10
-    assert "still running after 15 s; stopped" in steps["dataset"]["why"], steps["dataset"]
+    assert steps["dataset"]["status"] == "failed" and steps["dataset"]["seconds"] < 8 + 10 + 10
+    assert "still running after 8 s; stopped" in steps["dataset"]["why"], steps["dataset"]
     assert "none is left" in steps["dataset"]["why"]
     assert steps["train_64"] == {"status": "not run", "why": "needs dataset, which did not pass"}
     pids = [int(p) for p in (tmp_path / "work" / "stalled.pids").read_text().split()]
@@ -168,7 +168,7 @@ def test_a_timed_out_torchrun_leaves_no_worker(tmp_path: Path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                str(tmp_path / "worker.py"), str(started)]
     with pytest.raises(gpu_check.StepStopped) as stopped:
-        gpu_check.run_logged(command, tmp_path / "torchrun.log", timeout=25, grace=3)
+        gpu_check.run_logged(command, tmp_path / "torchrun.log", timeout=15, grace=3)
     assert started.exists(), (tmp_path / "torchrun.log").read_text()
     pid, session, torchrun_session = map(int, started.read_text().split())
     assert session != torchrun_session  # the worker did live in a session of its own
