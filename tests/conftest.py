@@ -107,6 +107,13 @@ def write_params(repo: Path, overrides: dict) -> dict:
     return params
 
 
+def update_params(repo: Path, overrides: dict) -> dict:
+    """Change the params of the project at ``repo`` (its own params.yaml, not the repository's)."""
+    params = deep_update(read_params(repo / "params.yaml"), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
 def tracked_files() -> list[str]:
     """What a fresh clone of the project holds: the files git tracks, as they are in the working
     tree, plus new files not yet added (so work in progress is tested as it will be committed) -

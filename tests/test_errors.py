@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, STAGES, TINY_PARAMS, deep_update, env, read_params, run_stage_in_process
+from conftest import REPO, STAGES, TINY_PARAMS, deep_update, env, read_params, run_stage_in_process, update_params
 from dlreport import tinyimagenet
 
 BASE = read_params(REPO / "params.yaml")
@@ -225,31 +225,23 @@ def lm_project(tmp_path, monkeypatch):
 
 
 def test_a_batch_larger_than_a_split(lm_project, monkeypatch):
-    params = read_params(lm_project / "params.yaml")
-    params["wordlm"]["train"]["batch_size"] = 100_000
-    (lm_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(lm_project, {"wordlm": {"train": {"batch_size": 100_000}}})
     fails_with(lm_project, monkeypatch, ["train_wordlm.py", "--model", "lstm"], "is too short for batch size 100000")
 
 
 def test_a_prompt_outside_a_vocabulary_without_unk(lm_project, monkeypatch):
-    params = read_params(lm_project / "params.yaml")
-    params["generate"]["prompt"] = "qqq zzz"
-    (lm_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(lm_project, {"generate": {"prompt": "qqq zzz"}})
     fails_with(lm_project, monkeypatch, ["generate_text.py"],
                "generate.prompt has words outside the vocabulary (qqq, zzz) and the vocabulary has no <unk>")
 
 
 def test_a_context_longer_than_the_probed_split(lm_project, monkeypatch):
-    params = read_params(lm_project / "params.yaml")
-    params["context_probe"].update(models=["lstm"], max_context=100_000)
-    (lm_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(lm_project, {"context_probe": {"models": ["lstm"], "max_context": 100_000}})
     fails_with(lm_project, monkeypatch, ["context_probe.py"], "too few for a context of 100000")
 
 
 def test_a_model_that_was_not_trained_or_is_unreadable(lm_project, monkeypatch):
-    params = read_params(lm_project / "params.yaml")
-    params["generate"]["model"] = "gcnn"
-    (lm_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(lm_project, {"generate": {"model": "gcnn"}})
     fails_with(lm_project, monkeypatch, ["generate_text.py"],
                "runs/wordlm/gcnn/model.pt: no trained model there; run `dvc repro train_wordlm@gcnn` first")
     (lm_project / "runs/wordlm/gcnn").mkdir(parents=True)
