@@ -284,7 +284,8 @@ def software_versions() -> dict:
 class Check:
     def __init__(self, args):
         self.args, self.mode, self.out, self.budget = args, args.device, Path(args.out), args.budget
-        self.work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check-"))
+        # Absolute: every step's child process runs in the repository, not in the caller's folder.
+        self.work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check-")).resolve()
         self.size = SIZES[self.mode]
         self.variant = "gpu1" if self.mode == "cuda" else "cpu"
         self.start = time.monotonic()

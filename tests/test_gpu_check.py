@@ -25,7 +25,7 @@ RUNS = ("train_64", "train_224", "two_processes", "deterministic_64")
 def run_check(tmp_path: Path, *args: str, environment: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "check.json"
     result = subprocess.run([sys.executable, str(CHECK), "--device", "cpu", "--out", str(out),
-                             "--work", str(tmp_path / "work"), *args], cwd=tmp_path, env=environment or env(),
+                             "--work", "work", *args], cwd=tmp_path, env=environment or env(),
                             capture_output=True, text=True, timeout=1500)
     return result, json.loads(out.read_text())
 
