@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 
@@ -13,6 +12,10 @@ def build_resnet18(num_classes: int = 200, stem: str = "torchvision") -> nn.Modu
     ``stem="cifar"`` swaps the 7x7 stride-2 convolution and max-pool for one 3x3 stride-1
     convolution, the usual choice for 64px inputs (4x the spatial size in every block).
     """
+    # Imported here: torchvision's import (with torch._dynamo, ~2 s) is paid only by the stages that
+    # build the model, not by every stage that reads a table or a helper from this package.
+    import torchvision
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if stem == "cifar":
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
