@@ -5,8 +5,9 @@ images. The reference is the example's recipe: torchvision ImageFolder, PIL deco
 transforms in DataLoader worker processes, an fp32 NCHW model. Ours is what train_resnet runs:
 images decoded once into a uint8 tensor, crop/flip as batched tensor ops, the model prepared by
 ``training.to_training_device`` (channels_last; on CPUs, GEMM weight gradients for the small
-late layers) and bf16 autocast where the hardware runs it fast (resnet.precision: auto). Both take
-train_resnet's optimizer step (``training.TrainStep``). benchmarks/gpu_check.py times the same two
+late layers), bf16 autocast where the hardware runs it fast (resnet.precision: auto), and freed
+memory kept for the next step (``devices.keep_freed_memory``; the reference runs with glibc's
+default malloc settings). Both take train_resnet's optimizer step (``training.TrainStep``). benchmarks/gpu_check.py times the same two
 on a GPU.
 
 The variants are timed in alternating rounds (machines with shared cores drift by 10-20%
@@ -38,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlreport import perf, training  # noqa: E402
-from dlreport.devices import autocast_dtype, precision_name  # noqa: E402
+from dlreport.devices import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 from dlreport.models import build_resnet18  # noqa: E402
 from dlreport.params import parse, read_params  # noqa: E402
 from dlreport.tinyimagenet import load_split_tensors  # noqa: E402
@@ -53,9 +54,10 @@ class Variant:
     """One training setup: a model, train_resnet's optimizer step and an endless stream of
     (input, target) batches, moved to ``device`` if they are not there already."""
 
-    def __init__(self, name: str, model, batches, amp=None, device=torch.device("cpu")):
+    def __init__(self, name: str, model, batches, amp=None, device=torch.device("cpu"), keep_memory: bool = False):
         torch.manual_seed(0)
         self.name, self.batches, self.device = name, batches, device
+        self.keep_memory = keep_memory  # train_resnet's allocator setting (devices.keep_freed_memory), or glibc's
         self.step_fn = training.TrainStep.for_recipe(model.to(device).train(), RECIPE, 1, amp)
         self.rates: list[float] = []
 
@@ -65,7 +67,10 @@ class Variant:
         return len(target)
 
     def timed(self, steps: int) -> float:
-        """Images/s over ``steps`` optimizer steps, data loading included."""
+        """Images/s over ``steps`` optimizer steps, data loading included, after one untimed step
+        in this variant's allocator setting (the heap settles to it)."""
+        keep_freed_memory(self.keep_memory)
+        self.step()
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         start, seen = time.perf_counter(), 0
@@ -154,10 +159,12 @@ def main() -> None:
                     decoded_batches(prepared, args.batch_size, memory_format=torch.contiguous_format)),
             Variant("  + channels_last", build_resnet18().to(memory_format=torch.channels_last),
                     decoded_batches(prepared, args.batch_size)),
+            Variant(f"  + GEMM convolutions for small outputs, {precision_name(amp)}",
+                    training.to_training_device(build_resnet18(), cpu), decoded_batches(prepared, args.batch_size), amp),
         ]
-    variants.append(Variant(f"ours (train_resnet): + GEMM convolutions for small outputs, {precision_name(amp)}",
+    variants.append(Variant(f"ours (train_resnet): + freed memory kept for the next step, {precision_name(amp)}",
                             training.to_training_device(build_resnet18(), cpu),
-                            decoded_batches(prepared, args.batch_size), amp))
+                            decoded_batches(prepared, args.batch_size), amp, keep_memory=True))
     results = compare(variants, args.rounds, args.steps)
     width = max(len(r["variant"]) for r in results)
     print(f"\n{'variant':{width}s}  median img/s  ratio to reference (median of rounds)")
@@ -169,6 +176,7 @@ def main() -> None:
 def against_the_hardware(ours: Variant, images_per_second: float, amp, prepared: Path, args) -> None:
     """Our step's FLOP/s as a fraction of the machine's matrix-multiply peak, where its time goes,
     and what that speed means for the report's 20 real epochs."""
+    keep_freed_memory(ours.keep_memory)
     images, target = next(ours.batches)
     step_flops = perf.counted_flops(lambda: ours.step_fn(images, target))
     peak, size = perf.matmul_peak(amp or torch.float32)

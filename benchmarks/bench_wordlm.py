@@ -7,7 +7,8 @@ Transformer, our gated CNN), same corpus, batch size and bptt, same seed. The re
 dlreport.wordlm.train.train_epoch: the decoder and the cross-entropy fused and computed in
 cache-sized chunks (linear_cross_entropy: the tokens x vocabulary logits, their log-softmax
 and its gradient are never stored), foreach SGD and clipping, the loss kept on the device
-between log lines. The example has no CNN: its loop is given the CNN's inputs (history included)
+between log lines, freed memory kept for the next step (``devices.keep_freed_memory``; the example
+runs with glibc's default malloc settings). The example has no CNN: its loop is given the CNN's inputs (history included)
 as ours is. Runs alternate (which goes first switches every repeat) and the best of ``--repeats``
 is reported for each, so background load hits both alike. Each model's line also gives our
 loop's FLOP/s (FLOPs of a step counted per operator) as a fraction of the machine's
@@ -33,7 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlreport import perf  # noqa: E402
-from dlreport.devices import precision_name  # noqa: E402
+from dlreport.devices import keep_freed_memory, precision_name  # noqa: E402
 from dlreport.params import lm_model, read_params  # noqa: E402
 from dlreport.wordlm.corpus import Corpus, batchify, write_corpus  # noqa: E402
 from dlreport.wordlm.models import RNNModel, build_model  # noqa: E402
@@ -121,12 +122,14 @@ def compare_loops(name, cfg, data, ntokens, batches, tokens, peak, args) -> None
         return build_model(cfg, ntokens)
 
     def run_example() -> float:
+        keep_freed_memory(False)  # the example runs with glibc's default malloc settings
         model = fresh()
         start = time.perf_counter()
         example_train(model, data, args.bptt, 0.25, cfg.lr, batches, ntokens)
         return tokens / (time.perf_counter() - start)
 
     def run_ours(limit=batches) -> float:
+        keep_freed_memory(True)  # as train_wordlm does
         model = fresh()
         optimizer = make_optimizer(model, cfg)
         start = time.perf_counter()

@@ -38,7 +38,7 @@ from torch import nn
 
 from dlreport.checkpoints import load_checkpoint
 from dlreport.params import LMModelParams, LMTrainParams, lm_model
-from dlreport.devices import autocast_dtype, hardware, precision_name
+from dlreport.devices import autocast_dtype, hardware, keep_freed_memory, precision_name
 from dlreport.errors import PipelineError
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.progress import eta_line
@@ -269,6 +269,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
     """Train wordlm.models.<name> (``cfg``) with wordlm.train (``shared``) and the entry's own overrides."""
     train = cfg.training(shared)
     set_threads(train.threads)
+    keep_freed_memory()  # the logits and their gradient: ~100 MB a step on real text
     torch.manual_seed(train.seed)
     corpus = Corpus(corpus_dir)
     ntokens = len(corpus)
