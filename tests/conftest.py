@@ -181,9 +181,9 @@ def reproduced(tmp_path_factory) -> Path:
     """A fresh clone with tiny params where `dvc repro` ran: first the data stages alone, then the
     whole pipeline (an untargeted repro, as a user's first one); committed with its dvc.lock.
 
-    Shared by most end-to-end tests (the expensive run happens once); `repro_log` is what DVC
-    printed. Tests that run experiments in it leave their results in the workspace; HEAD stays the
-    reproduced commit.
+    Shared by most end-to-end tests (the expensive run happens once in each pytest-xdist worker);
+    `repro_log` is what DVC printed. Tests that run experiments in it leave their results in the
+    workspace; HEAD stays the reproduced commit.
     """
     project = make_project(tmp_path_factory.mktemp("e2e") / "project", TINY_PARAMS)
     first = run(["dvc", "repro", "relabel_val"], cwd=project).stdout
@@ -279,3 +279,19 @@ def one_thread():
 # The cost measurement: three short lengths, one timing each (the exponents are tested apart).
 TINY_PARAMS["lm_cost"] = {"lengths": [16, 32, 64], "repeats": 1}
 TINY_PARAMS["claims"] = {"bootstrap": 200}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite runs on every core (pytest.ini: pytest-xdist, a worker a core; each worker builds
+    its own session fixtures, `reproduced` included). Each worker, and every process its tests
+    start, keeps to its own cores: torch sizes its thread pools to them
+    (dlreport.devices.usable_cores), so two workers never run four spinning threads on two cores."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (absent without xdist)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker and 1 < workers <= len(cores):
+        index = int(worker.removeprefix("gw"))
+        os.sched_setaffinity(0, cores[index::workers])
+        import torch
+
+        torch.set_num_threads(len(cores[index::workers]))
