@@ -39,7 +39,10 @@ def test_matmul_peak_and_cpu_label():
 
 def test_bench_resnet_input_prints_the_fraction_of_peak(reproduced: Path):
     out = run([sys.executable, str(REPO / "benchmarks/bench_resnet_input.py"), "--batch-size", "16", "--steps", "1",
-               "--rounds", "1", "--workers", "0", "--layers"], cwd=reproduced).stdout
+               "--rounds", "1", "--workers", "0", "--layers", "--ablation"], cwd=reproduced).stdout
+    # the ablation's steps, each a variant timed beside the reference; ours last, as the stage runs
+    assert re.search(r"^  \+ channels_last +[\d.]+ +[\d.]+x$", out, re.M), out
+    assert re.search(r"^ours \(train_resnet\): \+ freed memory kept for the next step, \w+ +[\d.]+ +[\d.]+x$", out, re.M), out
     assert re.search(r"matrix-multiply peak, (bf16|fp32): [\d.]+ TFLOP/s", out), out
     assert re.search(r"= [\d.]+% of the peak", out), out
     assert "the report's 20 real epochs at these speeds" in out and "aten::" in out  # projection, profile

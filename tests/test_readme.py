@@ -465,6 +465,7 @@ COVERED: dict[str, list[str]] = {
     "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5 --layers": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK, BENCH_RESNET],
+    "python benchmarks/bench_resnet_input.py --ablation --rounds 5 --batch-size 256": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_wordlm.py --threads 1 --batches 40 --repeats 6": [BENCHMARK, BENCH_WORDLM],
     "python benchmarks/bench_wordlm.py --corpus ../shared/data/wikitext-2-sample --batches 30 --repeats 4":
         [BENCHMARK, BENCH_WORDLM],
