@@ -97,6 +97,16 @@ class TrainStep:
         criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         return cls(model if forward is None else forward, optimizer, scheduler, scaler, criterion, amp)
 
+    def load_optimizer_state(self, saved: dict) -> None:
+        """A checkpoint's optimizer state: momentum buffers and learning rates. How the step is
+        computed (fused, foreach) stays this code's - a checkpoint saved before the step was fused
+        would otherwise turn fusing off for the rest of the run (torch restores every group key)."""
+        implementation = [{key: group[key] for key in ("fused", "foreach") if key in group}
+                          for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved)
+        for group, keys in zip(self.optimizer.param_groups, implementation):
+            group.update(keys)
+
     def __call__(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(images.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             output = self.forward(images)
@@ -286,7 +296,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
     if state is not None:
         model.load_state_dict(state["model"])
         if "cut_from" not in state:  # (a run cut from a longer one has no optimizer state: it is finished)
-            step_fn.optimizer.load_state_dict(state["optimizer"])
+            step_fn.load_optimizer_state(state["optimizer"])
             step_fn.scheduler.load_state_dict(state["scheduler"])
             step_fn.scaler.load_state_dict(state["scaler"])
             checkpoints.set_rng_state(state["rng"])

@@ -258,6 +258,24 @@ def test_killed_run_resumes_to_the_same_weights(reference_run: Path, tiny_prepar
     assert_unchanged(cached)
 
 
+def test_an_older_checkpoint_restores_the_state_but_not_how_the_step_runs():
+    """A checkpoint saved before the optimizer step was fused (its groups say fused None) gives
+    back its momentum buffers and learning rate, and the step stays fused."""
+    recipe = parse("resnet", {**read_params(REPO / "params.yaml")["resnet"], "epochs": 2})
+    older_model, model = build_resnet18(), build_resnet18()
+    older = training.TrainStep.for_recipe(older_model, recipe, 4, None)
+    for group in older.optimizer.param_groups:
+        group.update(fused=None, lr=0.05)
+    for parameter in older_model.parameters():
+        older.optimizer.state[parameter]["momentum_buffer"] = torch.full_like(parameter, 0.5)
+    current = training.TrainStep.for_recipe(model, recipe, 4, None)
+    current.load_optimizer_state(older.optimizer.state_dict())
+    group = current.optimizer.param_groups[0]
+    assert group["fused"] is True and group["lr"] == 0.05
+    buffer = current.optimizer.state[next(model.parameters())]["momentum_buffer"]
+    assert torch.equal(buffer, torch.full_like(buffer, 0.5))
+
+
 def test_checkpoints_of_other_params_are_not_resumed(reference_run: Path, tiny_prepared: Path, tmp_path: Path):
     out = tmp_path / "run"
     shutil.copytree(reference_run / "checkpoints", out / "checkpoints")
