@@ -1,14 +1,14 @@
 """Images/s of our ResNet-18 training step against the PyTorch ImageNet example's recipe.
 
 Both train the same ResNet-18 (200 classes) at the same resolution and batch size on the same
-images. The reference is the example's recipe: torchvision ImageFolder, PIL decoding and
-transforms in DataLoader worker processes, an fp32 NCHW model. Ours is what train_resnet runs:
-images decoded once into a uint8 tensor, crop/flip as batched tensor ops, the model prepared by
-``training.to_training_device`` (channels_last; on CPUs, GEMM weight gradients for the small
-late layers), bf16 autocast where the hardware runs it fast (resnet.precision: auto), and freed
-memory kept for the next step (``devices.keep_freed_memory``; the reference runs with glibc's
-default malloc settings). Both take train_resnet's optimizer step (``training.TrainStep``). benchmarks/gpu_check.py times the same two
-on a GPU.
+images. The reference is the example's recipe: torchvision ImageFolder, PIL decoding and transforms
+in DataLoader worker processes, an fp32 NCHW model. Ours is what train_resnet runs: images decoded
+once into a uint8 tensor, crop/flip as batched tensor ops, the model prepared by
+``training.to_training_device`` (channels_last; on CPUs, GEMM weight gradients for the small late
+layers), bf16 autocast where the hardware runs it fast (resnet.precision: auto), and freed memory
+kept for the next step (``devices.keep_freed_memory``; the reference runs with glibc's default
+malloc settings). Both take train_resnet's optimizer step (``training.TrainStep``).
+benchmarks/gpu_check.py times the same two on a GPU.
 
 The variants are timed in alternating rounds (machines with shared cores drift by 10-20%
 within a minute), and the summary gives each variant's median and the median of the per-round
@@ -160,7 +160,8 @@ def main() -> None:
             Variant("  + channels_last", build_resnet18().to(memory_format=torch.channels_last),
                     decoded_batches(prepared, args.batch_size)),
             Variant(f"  + GEMM convolutions for small outputs, {precision_name(amp)}",
-                    training.to_training_device(build_resnet18(), cpu), decoded_batches(prepared, args.batch_size), amp),
+                    training.to_training_device(build_resnet18(), cpu),
+                    decoded_batches(prepared, args.batch_size), amp),
         ]
     variants.append(Variant(f"ours (train_resnet): + freed memory kept for the next step, {precision_name(amp)}",
                             training.to_training_device(build_resnet18(), cpu),

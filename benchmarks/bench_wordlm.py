@@ -1,19 +1,20 @@
 """Training speed: our word-LM training loop against the PyTorch example's loop, for each model.
 
 Same model (params.yaml's wordlm.models entry: the example's RNNModel LSTM 200/200 x 2, its
-Transformer, our gated CNN), same corpus, batch size and bptt, same seed. The reference loop is the example's main.py train(), copied faithfully: log_softmax
-+ NLLLoss, model.zero_grad(), repackage_hidden, clip_grad_norm_, the manual
-``p.data.add_(p.grad, alpha=-lr)`` update and ``loss.item()`` every batch. Ours is
-dlreport.wordlm.train.train_epoch: the decoder and the cross-entropy fused and computed in
-cache-sized chunks (linear_cross_entropy: the tokens x vocabulary logits, their log-softmax
-and its gradient are never stored), foreach SGD and clipping, the loss kept on the device
-between log lines, freed memory kept for the next step (``devices.keep_freed_memory``; the example
-runs with glibc's default malloc settings). The example has no CNN: its loop is given the CNN's inputs (history included)
-as ours is. Runs alternate (which goes first switches every repeat) and the best of ``--repeats``
-is reported for each, so background load hits both alike. Each model's line also gives our
-loop's FLOP/s (FLOPs of a step counted per operator) as a fraction of the machine's
-matrix-multiply peak in the precision of its decoder's products (wordlm.train.precision: bf16
-on CPUs with native bf16, where they are most of a step's FLOPs; fp32 elsewhere).
+Transformer, our gated CNN), same corpus, batch size and bptt, same seed. The reference loop is the
+example's main.py train(), copied faithfully: log_softmax + NLLLoss, model.zero_grad(),
+repackage_hidden, clip_grad_norm_, the manual ``p.data.add_(p.grad, alpha=-lr)`` update and
+``loss.item()`` every batch. Ours is dlreport.wordlm.train.train_epoch: the decoder and the
+cross-entropy fused and computed in cache-sized chunks (linear_cross_entropy: the tokens x
+vocabulary logits, their log-softmax and its gradient are never stored), foreach SGD and clipping,
+the loss kept on the device between log lines, freed memory kept for the next step
+(``devices.keep_freed_memory``; the example runs with glibc's default malloc settings). The example
+has no CNN: its loop is given the CNN's inputs (history included) as ours is. Runs alternate (which
+goes first switches every repeat) and the best of ``--repeats`` is reported for each, so background
+load hits both alike. Each model's line also gives our loop's FLOP/s (FLOPs of a step counted per
+operator) as a fraction of the machine's matrix-multiply peak in the precision of its decoder's
+products (wordlm.train.precision: bf16 on CPUs with native bf16, where they are most of a step's
+FLOPs; fp32 elsewhere).
 
     python benchmarks/bench_wordlm.py                       # the generated sample corpus
     python benchmarks/bench_wordlm.py --corpus data/wikitext-2-v1.zip --batches 100   # after dvc update data.dvc

@@ -290,8 +290,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = sorted(os.sched_getaffinity(0))
     if worker and 1 < workers <= len(cores):
-        index = int(worker.removeprefix("gw"))
-        os.sched_setaffinity(0, cores[index::workers])
+        own = cores[int(worker.removeprefix("gw"))::workers]
+        os.sched_setaffinity(0, own)
         import torch
 
-        torch.set_num_threads(len(cores[index::workers]))
+        torch.set_num_threads(len(own))

@@ -269,7 +269,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
     """Train wordlm.models.<name> (``cfg``) with wordlm.train (``shared``) and the entry's own overrides."""
     train = cfg.training(shared)
     set_threads(train.threads)
-    keep_freed_memory()  # the logits and their gradient: ~100 MB a step on real text
+    keep_freed_memory()  # each step frees and re-asks the same activation blocks
     torch.manual_seed(train.seed)
     corpus = Corpus(corpus_dir)
     ntokens = len(corpus)
