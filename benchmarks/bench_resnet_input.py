@@ -15,10 +15,11 @@ within a minute), and the summary gives each variant's median and the median of 
 ratios to the reference. --ablation adds the steps in between, to show what each one buys.
 
 Then it puts our step against the hardware: the machine's own matrix-multiply peak in the
-training precision (``perf.matmul_peak``), the step's FLOPs (counted per operator) and so the
-fraction of that peak the step reaches, a per-operator profile (top 10), and the projected time
-of the report's 20 real epochs (100,000 training and 10,000 validation images an epoch) at this
-speed. --layers adds each convolution's three passes, by oneDNN and as GEMMs, against the peak.
+training precision (``perf.matmul_peak``: the best of torch.mm and oneDNN's convolutions, measured
+in every round), the step's FLOPs (counted per operator) and so the fraction of that peak the step
+reaches (each round's against its own round's peak), a per-operator profile (top 10), and the
+projected time of the report's 20 real epochs (100,000 training and 10,000 validation images an
+epoch) at this speed. --layers adds each convolution's three passes, by oneDNN and as GEMMs, against the peak.
 
     dvc repro relabel_val                                  # the images both sides read
     python benchmarks/bench_resnet_input.py
@@ -114,15 +115,30 @@ def decoded_batches(prepared: Path, batch_size: int, device=torch.device("cpu"),
             yield batch.contiguous(memory_format=memory_format), labels[index]
 
 
-def compare(variants: list[Variant], rounds: int, steps: int, log=print) -> list[dict]:
+class PeakProbe:
+    """The matrix-multiply peak (``perf.matmul_peak``) measured once a round, between the variants:
+    a round's step is put against the same minute's peak, as the machine drifts."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype, self.values, self.kernels = dtype, [], []
+
+    def measure(self) -> float:
+        flops, kernel = perf.matmul_peak(self.dtype)
+        self.values.append(flops)
+        self.kernels.append(kernel)
+        return flops
+
+
+def compare(variants: list[Variant], rounds: int, steps: int, log=print, peak: PeakProbe | None = None) -> list[dict]:
     """Time the variants in alternating rounds; each one's median images/s and the median of its
-    per-round ratios to the first (the reference)."""
+    per-round ratios to the first (the reference). With ``peak``, the peak is measured every round too."""
     for variant in variants:  # warm-up: workers started, allocator, oneDNN/cuDNN primitives ready
         variant.step()
     for r in range(rounds):
         order = variants if r % 2 == 0 else variants[::-1]
         rates = {v.name: v.timed(steps) for v in order}
-        log(f"round {r + 1}: " + "  ".join(f"{rates[v.name]:7.1f}" for v in variants) + "  img/s")
+        measured = f"  peak {peak.measure() / 1e12:.3f} TFLOP/s" if peak else ""
+        log(f"round {r + 1}: " + "  ".join(f"{rates[v.name]:7.1f}" for v in variants) + "  img/s" + measured)
     ref = variants[0].rates
     return [{"variant": v.name, "images_per_second": statistics.median(v.rates),
              "ratio": statistics.median(ours / base for ours, base in zip(v.rates, ref))} for v in variants]
@@ -166,27 +182,31 @@ def main() -> None:
     variants.append(Variant(f"ours (train_resnet): + freed memory kept for the next step, {precision_name(amp)}",
                             training.to_training_device(build_resnet18(), cpu),
                             decoded_batches(prepared, args.batch_size), amp, keep_memory=True))
-    results = compare(variants, args.rounds, args.steps)
+    peak = PeakProbe(amp or torch.float32)
+    results = compare(variants, args.rounds, args.steps, peak=peak)
     width = max(len(r["variant"]) for r in results)
     print(f"\n{'variant':{width}s}  median img/s  ratio to reference (median of rounds)")
     for r in results:
         print(f"{r['variant']:{width}s}  {r['images_per_second']:12.1f}  {r['ratio']:5.2f}x")
-    against_the_hardware(variants[-1], results[-1]["images_per_second"], amp, prepared, args)
+    against_the_hardware(variants[-1], results[-1]["images_per_second"], peak, amp, prepared, args)
 
 
-def against_the_hardware(ours: Variant, images_per_second: float, amp, prepared: Path, args) -> None:
-    """Our step's FLOP/s as a fraction of the machine's matrix-multiply peak, where its time goes,
-    and what that speed means for the report's 20 real epochs."""
+def against_the_hardware(ours: Variant, images_per_second: float, peaks: PeakProbe, amp, prepared: Path,
+                         args) -> None:
+    """Our step's FLOP/s as a fraction of the machine's matrix-multiply peak (the median of the
+    rounds' fractions, each against its own round's peak), where its time goes, and what that speed
+    means for the report's 20 real epochs."""
     keep_freed_memory(ours.keep_memory)
     images, target = next(ours.batches)
-    step_flops = perf.counted_flops(lambda: ours.step_fn(images, target))
-    peak, size = perf.matmul_peak(amp or torch.float32)
-    achieved = step_flops / len(target) * images_per_second
-    precision = precision_name(amp)
-    print(f"\nmatrix-multiply peak, {precision}: {peak / 1e12:.3f} TFLOP/s (square {size}x{size} products, "
-          f"{torch.get_num_threads()} threads)")
-    print(f"our training step: {step_flops / len(target) / 1e9:.3f} GFLOP an image (counted), "
-          f"{achieved / 1e12:.3f} TFLOP/s at {images_per_second:.1f} img/s = {achieved / peak:.1%} of the peak")
+    image_flops = perf.counted_flops(lambda: ours.step_fn(images, target)) / len(target)
+    peak = statistics.median(peaks.values)
+    fraction = statistics.median(image_flops * rate / flops for rate, flops in zip(ours.rates, peaks.values))
+    kernel = max(set(peaks.kernels), key=peaks.kernels.count)
+    achieved = image_flops * images_per_second
+    print(f"\nmatrix-multiply peak, {precision_name(amp)}: {peak / 1e12:.3f} TFLOP/s, median of the rounds (the best "
+          f"of square products and convolutions, mostly {kernel}; {torch.get_num_threads()} threads)")
+    print(f"our training step: {image_flops / 1e9:.3f} GFLOP an image (counted), {achieved / 1e12:.3f} TFLOP/s at "
+          f"{images_per_second:.1f} img/s = {fraction:.1%} of the peak (median of the rounds' fractions)")
 
     _, val_images, val_labels = load_split_tensors(prepared, "val")
     model = ours.step_fn.forward
@@ -201,7 +221,7 @@ def against_the_hardware(ours: Variant, images_per_second: float, amp, prepared:
     print(f"\nwhere our step's time goes (torch.profiler, 2 steps of {len(target)}):")
     print(perf.profile_table(lambda: ours.step_fn(images, target)))
     if args.layers:
-        conv_table(model, images, amp, peak, step_flops, len(target) / images_per_second)
+        conv_table(model, images, amp, peak, image_flops * len(target), len(target) / images_per_second)
 
 
 def conv_table(model, images: torch.Tensor, amp, peak: float, step_flops: int, step_seconds: float) -> None:

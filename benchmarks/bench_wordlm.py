@@ -108,11 +108,11 @@ def main() -> None:
     data = batchify(corpus.train, args.batch_size)
     batches = min(args.batches, (len(data) - 1) // args.bptt)
     tokens = batches * args.bptt * args.batch_size
-    peak, size = perf.matmul_peak(args.gemm_dtype or torch.float32)
+    peak, peak_kernel = perf.matmul_peak(args.gemm_dtype or torch.float32)
     print(f"CPU: {perf.cpu_label()}")
     print(f"vocabulary {ntokens:,}, batch {args.batch_size}, bptt {args.bptt}, {batches} batches x {args.repeats} "
           f"repeats; our decoder in {precision_name(args.gemm_dtype)}; {precision_name(args.gemm_dtype)} "
-          f"matrix-multiply peak {peak / 1e12:.3f} TFLOP/s (square {size}x{size})")
+          f"matrix-multiply peak {peak / 1e12:.3f} TFLOP/s ({peak_kernel})")
     for name in args.models.split(","):
         compare_loops(name, lm_model(MODELS[name]), data, ntokens, batches, tokens, peak, args)
 

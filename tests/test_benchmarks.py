@@ -32,8 +32,10 @@ def test_conv_layers_groups_resnet18_shapes_at_64px():
 
 
 def test_matmul_peak_and_cpu_label():
-    peak, size = perf.matmul_peak(torch.float32, sizes=(256, 512), min_flop=1e8)
-    assert peak > 1e8 and size in (256, 512)
+    peak, kernel = perf.matmul_peak(torch.float32, sizes=(256, 512), convolutions=((8, 32, 8),), min_flop=1e8)
+    assert peak > 1e8 and kernel in ("torch.mm 256x256", "torch.mm 512x512", "3x3 convolution 32->32 at 8x8, batch 8")
+    only_mm, kernel = perf.matmul_peak(torch.float32, sizes=(256,), convolutions=(), min_flop=1e8)
+    assert only_mm > 1e8 and kernel == "torch.mm 256x256"
     assert "threads" in perf.cpu_label() and "torch capability" in perf.cpu_label()
 
 
@@ -43,7 +45,8 @@ def test_bench_resnet_input_prints_the_fraction_of_peak(reproduced: Path):
     # the ablation's steps, each a variant timed beside the reference; ours last, as the stage runs
     assert re.search(r"^  \+ channels_last +[\d.]+ +[\d.]+x$", out, re.M), out
     assert re.search(r"^ours \(train_resnet\): \+ freed memory kept for the next step, \w+ +[\d.]+ +[\d.]+x$", out, re.M), out
-    assert re.search(r"matrix-multiply peak, (bf16|fp32): [\d.]+ TFLOP/s", out), out
+    assert re.search(r"^round 1: +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+  img/s  peak [\d.]+ TFLOP/s$", out, re.M), out
+    assert re.search(r"matrix-multiply peak, (bf16|fp32): [\d.]+ TFLOP/s, median of the rounds", out), out
     assert re.search(r"= [\d.]+% of the peak", out), out
     assert "the report's 20 real epochs at these speeds" in out and "aten::" in out  # projection, profile
     assert "layer4.0.conv2 x3" in out and "could reach at most" in out, out
