@@ -463,7 +463,6 @@ COVERED: dict[str, list[str]] = {
     "dvc exp run -S wordlm.corpus=data -S wordlm.train.epochs=6 prepare_corpus train_wordlm context_probe":
         [REAL_TEXT_PROBE, WIKITEXT, "tests/test_context_probe.py::test_context_probe_stage_end_to_end"],
     # Benchmarks (README, docs/speed.md): run at the smallest sizes by tests/test_benchmarks.py.
-    "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5 --layers": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --ablation --rounds 5 --batch-size 256": [BENCHMARK, BENCH_RESNET],
