@@ -19,7 +19,8 @@ training precision (``perf.matmul_peak``: the best of torch.mm and oneDNN's conv
 in every round), the step's FLOPs (counted per operator) and so the fraction of that peak the step
 reaches (each round's against its own round's peak), a per-operator profile (top 10), and the
 projected time of the report's 20 real epochs (100,000 training and 10,000 validation images an
-epoch) at this speed. --layers adds each convolution's three passes, by oneDNN and as GEMMs, against the peak.
+epoch) at this speed. --layers adds each convolution's three passes, by oneDNN and as GEMMs,
+against the peak.
 
     dvc repro relabel_val                                  # the images both sides read
     python benchmarks/bench_resnet_input.py
@@ -201,7 +202,7 @@ def against_the_hardware(ours: Variant, images_per_second: float, peaks: PeakPro
     image_flops = perf.counted_flops(lambda: ours.step_fn(images, target)) / len(target)
     peak = statistics.median(peaks.values)
     fraction = statistics.median(image_flops * rate / flops for rate, flops in zip(ours.rates, peaks.values))
-    kernel = max(set(peaks.kernels), key=peaks.kernels.count)
+    kernel = statistics.mode(peaks.kernels)
     achieved = image_flops * images_per_second
     print(f"\nmatrix-multiply peak, {precision_name(amp)}: {peak / 1e12:.3f} TFLOP/s, median of the rounds (the best "
           f"of square products and convolutions, mostly {kernel}; {torch.get_num_threads()} threads)")
