@@ -484,7 +484,10 @@ LM_MODEL = Tagged("type", {**{kind: RNNParams.RULE for kind in RNN_TYPES},
 
 @section()
 class WordLMParams:
-    corpus: str = param(Choice("sample", "data"))
+    corpus: str = param(Choice("sample", "data", "folder"))
+    # corpus=folder: the folder of train.txt, valid.txt and test.txt (a dep of prepare_corpus in dvc.yaml)
+    folder: str = param(Text(r"(?![A-Za-z][A-Za-z0-9+.-]+://)\S(.*\S)?",
+                             "a local folder path, relative to the project root or absolute"))
     data_md5: str = param(MD5)
     sample: SampleCorpusParams = param(SampleCorpusParams.RULE)
     train: LMTrainParams = param(LMTrainParams.RULE)

@@ -83,6 +83,49 @@ def read_source(path: str | Path, md5: str | None = None) -> dict[str, str]:
                         f"and test.txt, or one WikiText-2 zip archive (fetch it with `dvc update data.dvc`)")
 
 
+FOLDER_FILES = tuple(f"{split}.txt" for split in SPLITS)
+HOW_TO_SET = "dvc exp run -S wordlm.corpus=folder -S wordlm.folder=PATH"
+
+
+def folder_md5(folder: str | Path) -> str:
+    """The fingerprint of a corpus folder: the md5 of the listing ``md5sum train.txt valid.txt
+    test.txt`` prints there, so ``md5sum train.txt valid.txt test.txt | md5sum`` in the folder gives
+    it too. A change to any byte of the three files, or moving text between them, changes it."""
+    listing = "".join(f"{md5_of(Path(folder) / name)}  {name}\n" for name in FOLDER_FILES)
+    return hashlib.md5(listing.encode()).hexdigest()
+
+
+def read_folder(folder: str | Path) -> tuple[dict[str, str], str]:
+    """``({split: text}, fingerprint)`` of a folder of train.txt, valid.txt and test.txt (the
+    layout of the PyTorch example's data/wikitext-2): ``wordlm.corpus: folder``. ``folder`` is the
+    param as written (relative to the project root, or absolute) and every error names it so."""
+    path = Path(folder)
+    if not path.exists():
+        raise PipelineError(f"{folder}: no such folder (param wordlm.folder; a relative path is read from the "
+                            f"project root); set it to the folder of {', '.join(FOLDER_FILES)}: {HOW_TO_SET}")
+    if not path.is_dir():
+        raise PipelineError(f"{folder} is not a folder (param wordlm.folder); with wordlm.corpus=folder set it to "
+                            f"the folder of {', '.join(FOLDER_FILES)}: {HOW_TO_SET}")
+    missing = [name for name in FOLDER_FILES if not (path / name).is_file()]
+    if missing:
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise PipelineError(f"{folder}: missing {', '.join(missing)} (it holds {found}); a corpus folder (param "
+                            f"wordlm.folder) holds {', '.join(FOLDER_FILES)}: add them, or point wordlm.folder at "
+                            f"the folder that does")
+    texts = {}
+    for split, name in zip(SPLITS, FOLDER_FILES):
+        file = path / name
+        try:
+            texts[split] = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise PipelineError(f"{file}: not UTF-8 text ({error.reason} at byte {error.start}); the files of "
+                                f"wordlm.folder must be UTF-8") from None
+        if not texts[split].split():
+            raise PipelineError(f"{file} is empty (no words); every file of wordlm.folder ({', '.join(FOLDER_FILES)}) "
+                                f"needs text: the {split} split")
+    return texts, folder_md5(path)
+
+
 def tokenize(text: str) -> list[str]:
     """The example's tokenisation: split each line on whitespace, ``<eos>`` after every line."""
     words: list[str] = []
