@@ -20,9 +20,10 @@ import torch
 
 from dlreport.devices import choose_backend
 from dlreport.errors import PipelineError
-from dlreport.fileio import write_json
+from dlreport.fileio import read_json, write_json
 from dlreport.gpulease import host_gpu_count, leased_gpus
-from dlreport.params import ResnetParams, ResnetRunParams
+from dlreport.params import ResnetParams, ResnetRunParams, TinyImageNetParams
+from dlreport.recipe import data_record, resnet_recipe
 from dlreport.runlog import write_empty_curves
 from dlreport.training import check_recipe, train
 
@@ -51,8 +52,8 @@ def skip_reason(variant: ResnetRunParams, devices: int) -> str | None:
     return None
 
 
-def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, devices: int, prepared: str,
-                   out: str, summary: str, params_path: str, script: str) -> None:
+def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, devices: int, dataset: TinyImageNetParams,
+                   prepared: str, out: str, summary: str, params_path: str, script: str) -> None:
     reason = skip_reason(variant, devices)
     if reason:
         # The run folder is the stage's output, so it must exist; earlier checkpoints stay.
@@ -77,7 +78,7 @@ def launch_or_skip(recipe: ResnetParams, name: str, variant: ResnetRunParams, de
         if nproc == 1 and nnodes == 1:
             # In this process: CUDA is not initialised yet (device_count() asks NVML and caches
             # nothing before), so it reads the CUDA_VISIBLE_DEVICES the lease set.
-            train_worker(recipe, name, variant, prepared, out, summary)
+            train_worker(recipe, name, variant, dataset, prepared, out, summary)
         else:
             run_torchrun(recipe, name, nproc, nnodes, lease.handles if lease else [], prepared, out, summary,
                          params_path, script)
@@ -108,13 +109,15 @@ def run_torchrun(recipe: ResnetParams, name: str, nproc: int, nnodes: int, lease
                             f"{out}/checkpoints/resume.pt and the next run resumes from it.")
 
 
-def train_worker(recipe: ResnetParams, name: str, variant: ResnetRunParams, prepared: str, out: str,
-                 summary: str) -> None:
-    """One training process (rank 0 writes the summary)."""
+def train_worker(recipe: ResnetParams, name: str, variant: ResnetRunParams, dataset: TinyImageNetParams,
+                 prepared: str, out: str, summary: str) -> None:
+    """One training process (rank 0 writes the summary, with the recipe the run trained with)."""
     use_cuda = variant.gpus > 0
     if use_cuda and not torch.cuda.is_available():
         raise PipelineError(f"train_resnet@{name} needs CUDA, but torch sees no GPU on this host.")
     result = train(recipe, Path(prepared), Path(out), use_cuda=use_cuda, backend=recipe.launch.backend)
     if result is not None:
         write_json(Path(out) / "status.json", {"status": "trained"})
-        write_json(summary, result)
+        counts = read_json(Path(prepared) / "summary.json")
+        data = data_record(dataset.source, dataset.md5, counts["train_images"], counts["val_images"])
+        write_json(summary, {**result, "recipe": resnet_recipe(recipe, data)})

@@ -1,9 +1,16 @@
 """The input pipeline as batched tensor ops on decoded uint8 images, on whichever device holds them.
 
-Training: RandomCrop(64, padding=4) + flip at 64px, or RandomResizedCrop(224) + flip at 224px; the
-parameters of every image of an epoch are drawn at once from ``(seed, epoch)`` (on the CPU, so
-every device and every number of processes draws the same) and moved to the images' device once
-per epoch. Evaluation: normalise, and upsample to 224 as the report's main.py did.
+Two recipes, chosen by ``resnet.input_size``:
+
+- at the images' own size (64): RandomCrop(64, padding=4) + flip for training, the whole image for
+  evaluation - a faster recipe than the report's;
+- at any other size (224): the PyTorch ImageNet example's main.py, which the report ran -
+  RandomResizedCrop(224) + flip for training, Resize(256) + CenterCrop(224) for evaluation (the
+  64-px images are upsampled, then their border cropped away).
+
+The parameters of every training image of an epoch are drawn at once from ``(seed, epoch)`` (on
+the CPU, so every device and every number of processes draws the same) and moved to the images'
+device once per epoch.
 """
 from __future__ import annotations
 
@@ -88,9 +95,32 @@ def augment(images: torch.Tensor, index: torch.Tensor, aug: EpochAugmentation, i
         memory_format=torch.channels_last)
 
 
+# main.py's evaluation resizes to 256 and crops the central 224: the crop keeps 224/256 of the side.
+CENTER_CROP_FRACTION = 224 / 256
+
+
+def resize_size(input_size: int) -> int:
+    """Resize(N) of main.py's evaluation for CenterCrop(input_size): 256 for 224."""
+    return round(input_size / CENTER_CROP_FRACTION)
+
+
+def describe(input_size: int, image_size: int = 64) -> tuple[str, str]:
+    """The training and evaluation transforms of ``input_size``, named as torchvision names them."""
+    if input_size == image_size:
+        return (f"RandomCrop({image_size}, padding={CROP_PADDING}) + flip", f"the whole {image_size}-px image")
+    return (f"RandomResizedCrop({input_size}) + flip", f"Resize({resize_size(input_size)}) + CenterCrop({input_size})")
+
+
 def eval_input(images: torch.Tensor, input_size: int) -> torch.Tensor:
+    """Evaluation batch: uint8 images -> normalised float input of ``input_size`` pixels.
+
+    At the images' own size, the image itself. Otherwise main.py's Resize(256) + CenterCrop(224):
+    bilinear upsampling (as PIL's, which weighs the same two neighbours when enlarging), then the
+    central crop. Normalising first is the same as after: both are linear per pixel."""
     batch = normalize(images)
-    if input_size != images.shape[-1]:  # the report's main.py upsampled 64px images to 224
-        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear",
-                              align_corners=False).contiguous(memory_format=torch.channels_last)
-    return batch
+    if input_size == images.shape[-1]:
+        return batch
+    resized = resize_size(input_size)
+    batch = F.interpolate(batch, size=(resized, resized), mode="bilinear", align_corners=False)
+    top = int(round((resized - input_size) / 2.0))  # torchvision's CenterCrop offset
+    return batch[:, :, top:top + input_size, top:top + input_size].contiguous(memory_format=torch.channels_last)

@@ -26,15 +26,15 @@ def main() -> None:
     parser.add_argument("--out", help="run folder (default runs/resnet/<run>)")
     parser.add_argument("--summary", help="metrics file (default metrics/train_resnet_<run>.json)")
     args = parser.parse_args()
-    params = load_params(args.params, "resnet", "resnet_runs", "devices")
+    params = load_params(args.params, "resnet", "resnet_runs", "devices", "tinyimagenet")
     recipe, variant = params["resnet"], variant_of(params["resnet_runs"], args.variant)
     out = args.out or f"runs/resnet/{args.variant}"
     summary = args.summary or f"metrics/train_resnet_{args.variant}.json"
     if "LOCAL_RANK" in os.environ:  # started by torchrun: be one training process
-        train_worker(recipe, args.variant, variant, args.prepared, out, summary)
+        train_worker(recipe, args.variant, variant, params["tinyimagenet"], args.prepared, out, summary)
     else:
-        launch_or_skip(recipe, args.variant, variant, params["devices"], args.prepared, out, summary, args.params,
-                       __file__)
+        launch_or_skip(recipe, args.variant, variant, params["devices"], params["tinyimagenet"], args.prepared, out,
+                       summary, args.params, __file__)
 
 
 if __name__ == "__main__":

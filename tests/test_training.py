@@ -100,7 +100,7 @@ def test_gpu_variants_skip_without_devices_and_fail_beyond_present(tmp_path: Pat
     out, summary = tmp_path / "gpu8", tmp_path / "gpu8.json"
     out.mkdir()
     (out / "keep.txt").write_text("earlier results stay")
-    launch.launch_or_skip(RECIPE, "gpu8", runs["gpu8"], 0, "unused", str(out), str(summary), "params.yaml", "unused")
+    launch.launch_or_skip(RECIPE, "gpu8", runs["gpu8"], 0, None, "unused", str(out), str(summary), "params.yaml", "unused")
     assert yaml.safe_load(summary.read_text()) == {"status": "skipped", "gpus": 8}
     assert yaml.safe_load((out / "status.json").read_text()) == {"status": "skipped", "reason": reason}
     assert (out / "keep.txt").read_text() == "earlier results stay"
