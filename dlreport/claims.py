@@ -1,11 +1,15 @@
 """The claims ledger: every claim of the course report, the report's own figure, ours, the rule
-that decides and a verdict - supported, contradicted, or not measurable in this run (with why).
+that decides and a verdict - supported, contradicted, not comparable, or not measurable in this
+run (with why).
 
 The rules are written here, as code and as a sentence shown beside each verdict, before any
-number of a run was seen; a claim a run cannot test (no GPU variant trained, fewer epochs than
-the claim needs, sample data instead of the real dataset) is "not measurable" with that reason
-- and where the run still has the numbers, the ledger shows them and what the rule would say,
-so a sample run shows the machinery but never counts as evidence about the real dataset.
+number of a run was seen. A claim about the report's training runs is judged like with like: on
+a run of the report's recipe (``dlreport.recipe``: main.py at 224 on the real Tiny-ImageNet, as
+each run's summary records it). A run of another recipe or other data is "not comparable", with
+the difference named; a claim this run has no numbers for (no GPU variant trained, fewer epochs
+than the claim needs) is "not measurable". Where the run still has the numbers, the ledger shows
+them and what the rule gives on them, so a faster recipe or a sample run shows the machinery and
+its figures but never counts as evidence about the report's experiment.
 
 Inputs are the stage outputs (read through ``report.Inputs``, which records every path asked
 for, so a test checks that the stage's dvc.yaml deps are exactly these).
@@ -20,12 +24,14 @@ import pandas as pd
 import torch
 
 from dlreport.evaluation import mcnemar_log10_p
+from dlreport.recipe import REPORT_RECIPE_NAME, describe_recipe, differences
 from dlreport.report import Inputs
 from dlreport.reporting import markdown_table
 from dlreport.stats import LEVEL, interval, resample_weights, resampled_means
 from dlreport.wordlm.probe import CONTRADICTED, NOT_MEASURABLE, SUPPORTED
 
-VERDICTS = (SUPPORTED, CONTRADICTED, NOT_MEASURABLE)
+NOT_COMPARABLE = "not comparable"
+VERDICTS = (SUPPORTED, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURABLE)
 
 # ---------------------------------------------------------------------------------------------
 # What the report said (its figures, as it gives them)
@@ -43,6 +49,7 @@ REPORT_ACC5 = {7: 66.38, 18: 75.30}
 REPORT_LISTED_IMAGES = 10
 REPORT_LM_EPOCH, REPORT_LM_VALID_PPL, REPORT_LM_MS_PER_BATCH = 5, 214.11, 14.7
 REPORT_LM_MODEL = "lstm"  # the example's default model, which the report's log is taken to be
+WIKITEXT2_TRAIN_TOKENS = 2_088_628  # the example's count of WikiText-2's training split (words and <eos>)
 
 # ---------------------------------------------------------------------------------------------
 # The rules' thresholds (fixed before any run's numbers were seen)
@@ -68,7 +75,7 @@ class Claim:
     ours: str        # what this run measured
     rule: str        # what decides
     verdict: str     # one of VERDICTS
-    reason: str = ""  # why not measurable (and, where the run has the numbers, what the rule gives)
+    reason: str = ""  # why not comparable or not measurable (and, where the run has the numbers, what the rule gives)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,11 +182,10 @@ def fmt(value: float, bounds: tuple[float, float] | None = None, spec: str = ".2
 
 @dataclass(frozen=True)
 class RunFacts:
-    """What the ledger needs to know of the run beyond its outputs (from params.yaml)."""
-    sample_images: bool   # tinyimagenet.source == sample: generated images, not Tiny-ImageNet
-    sample_corpus: bool   # wordlm.corpus == sample: generated text, not WikiText-2
-    input_size: int
-    stem: str
+    """What the ledger needs to know of the run beyond its outputs (from params.yaml). What each
+    training run trained with, it reads from the run's own summary (its ``recipe``)."""
+    input_size: int       # resnet.input_size
+    stem: str             # resnet.stem: the layer table's model (stage layer_shapes, always at 64x64)
     epochs: int           # resnet.epochs
     variants: list[str]   # keys of resnet_runs
     lm_models: list[str]  # keys of wordlm.models
@@ -194,14 +200,15 @@ class Ledger:
 
     def add(self, cid, statement, report, rule, *, ours="-", verdict=NOT_MEASURABLE, reason="",
             measured: tuple[bool, str] | None = None, gate: str = "") -> None:
-        """Record a claim. ``measured`` = (the rule holds, our figures); ``gate`` = why this run
-        cannot test the claim even where it has the numbers."""
+        """Record a claim. ``measured`` = (the rule holds, our figures); ``gate`` = how this run
+        differs from the experiment the claim is about: the claim is not comparable, and the
+        reason says what the rule gives on this run's numbers."""
         if measured is not None:
             holds, ours = measured
             verdict = SUPPORTED if holds else CONTRADICTED
             if gate:
                 reason = f"{gate}; on this run's numbers the rule gives: {verdict}"
-                verdict = NOT_MEASURABLE
+                verdict = NOT_COMPARABLE
         self.claims.append(Claim(cid, statement, report, ours, rule, verdict, reason))
 
     # -- inputs --------------------------------------------------------------------------
@@ -222,9 +229,42 @@ class Ledger:
             out[key] = table.sort_values("step")[key.split("/")[1]].tolist()
         return out
 
-    def data_gate(self) -> str:
-        return ("sample data: the run trained on the generated sample, not Tiny-ImageNet "
-                "(set tinyimagenet.source to the real archive)" if self.facts.sample_images else "")
+    def recipe_gate(self, *variants: str) -> str:
+        """How the runs of ``variants`` differ from the report's recipe ("" if they are its recipe)."""
+        summaries = self.summaries()
+        found: list[str] = []
+        for variant in variants:
+            for difference in differences((summaries.get(variant) or {}).get("recipe")):
+                if difference not in found:
+                    found.append(difference)
+        return f"not the report's recipe ({REPORT_RECIPE_NAME}) - " + "; ".join(found) if found else ""
+
+    def corpus(self) -> dict:
+        return self.inputs.json("metrics/corpus.json") or {}
+
+    def corpus_gate(self, whole_wikitext2: bool) -> str:
+        """How this run's corpus differs from what the claim is about: WikiText-2 itself
+        (``whole_wikitext2``, C10a), or natural text at all (the context claims)."""
+        corpus = self.corpus()
+        source, tokens = corpus.get("source"), corpus.get("train_tokens", 0)
+        if not corpus:
+            return "metrics/corpus.json absent (stage prepare_corpus): the corpus is unknown"
+        if source == "sample":
+            return (f"this run's corpus: the generated sample ({tokens:,} training tokens of made-up text); the report: "
+                    f"natural text (WikiText-2; set wordlm.corpus)")
+        if whole_wikitext2 and tokens != WIKITEXT2_TRAIN_TOKENS:
+            return (f"this run's corpus: `{source}` ({tokens:,} training tokens); the report: WikiText-2 "
+                    f"({WIKITEXT2_TRAIN_TOKENS:,} training tokens)")
+        return ""
+
+    def about(self) -> str:
+        """The run the ledger judges, in one paragraph: each trained variant's recipe, the corpus."""
+        trained = {v: s for v, s in self.summaries().items() if s.get("status") == "trained"}
+        runs = "; ".join(f"`{v}`: {describe_recipe(s.get('recipe'))}" for v, s in trained.items()) or "none trained"
+        corpus = self.corpus()
+        text = (f"`{corpus.get('source')}` ({corpus.get('train_tokens', 0):,} training tokens)" if corpus
+                else "unknown (metrics/corpus.json absent)")
+        return f"This run's ResNet-18 runs - {runs}. Language models on {text}."
 
     # -- the claims ------------------------------------------------------------------------
     def layer_sizes(self) -> None:
@@ -234,14 +274,13 @@ class Ledger:
         table = self.inputs.csv("reports/layer_shapes.csv")
         if table is None:
             return self.add("C1", statement, report, rule, reason="reports/layer_shapes.csv absent (stage layer_shapes)")
-        if self.facts.input_size != 64 or self.facts.stem != "torchvision":
-            return self.add("C1", statement, report, rule, reason=f"this run's model takes {self.facts.input_size}x"
-                            f"{self.facts.input_size} input with the {self.facts.stem} stem; the table is for 64x64, "
-                            f"torchvision stem")
+        # The table is always for a 64x64 input (stage layer_shapes): the architecture decides it.
         measured = dict(zip(table["layer"], table["output"].astype(str)))
         wrong = [f"{k}: {measured.get(k, 'absent')} (report {v})" for k, v in REPORT_LAYERS.items() if measured.get(k) != v]
         ours = "; ".join(wrong) if wrong else "all 8 rows equal (forward hooks, reports/layer_shapes.csv)"
-        self.add("C1", statement, report, rule, measured=(not wrong, ours))
+        gate = (f"this run's model has the {self.facts.stem} stem; the report's table is of torchvision's ResNet-18"
+                if self.facts.stem != "torchvision" else "")
+        self.add("C1", statement, report, rule, measured=(not wrong, ours), gate=gate)
 
     def curve_claims(self) -> None:
         run = self.evaluated_run()
@@ -288,7 +327,7 @@ class Ledger:
             else:
                 # the claims are about the report's 20 epochs (C4b: the epochs after them)
                 window = curves if cid == "C4b" else {k: v[:REPORT_EPOCHS] for k, v in curves.items()}
-                self.add(cid, statement, report, rule, measured=judge(window), gate=self.data_gate())
+                self.add(cid, statement, report, rule, measured=judge(window), gate=self.recipe_gate(run))
 
     def timings(self) -> None:
         summaries = self.summaries()
@@ -310,8 +349,9 @@ class Ledger:
                                        f"min an epoch; {speedup1:.2f}x; {speedup8:.3f}x; {100 * speedup8 / 8:.1f}%"))
         # C7b: the CPU's time per epoch, ours on the named CPU.
         cpu = trained.get("cpu")
-        rule = (f"supported if our CPU run's minutes per epoch are within a factor of {SPEEDUP_FACTOR:g} of the "
-                f"report's 110 (64x64 input, the full 100,000 training images; the CPUs differ and are named)")
+        rule = (f"supported if our CPU run's minutes per epoch (of the report's recipe: main.py at 224, the full "
+                f"100,000 training images) are within a factor of {SPEEDUP_FACTOR:g} of the report's 110 (the CPUs "
+                f"differ and are named)")
         statement = "Training on the CPU takes about 110 min an epoch (36 h 37 min for 20)."
         if cpu is None:
             self.add("C7b", statement, "110 min an epoch", rule, reason="train_resnet@cpu did not train in this run")
@@ -320,12 +360,12 @@ class Ledger:
             ours = (f"{minutes:.2f} min an epoch, {minutes * REPORT_EPOCHS / 60:.2f} h for {REPORT_EPOCHS} epochs, "
                     f"on {cpu.get('device')} ({cpu.get('processes', 1)} process(es), {cpu.get('precision')}); "
                     f"{REPORT_MINUTES_PER_EPOCH['cpu'] / minutes:.1f}x faster than the report")
-            self.add("C7b", statement, "110 min an epoch", rule, gate=self.data_gate(),
+            self.add("C7b", statement, "110 min an epoch", rule, gate=self.recipe_gate("cpu"),
                      measured=(within_factor(minutes, REPORT_MINUTES_PER_EPOCH["cpu"], SPEEDUP_FACTOR), ours))
         # C7c, C7d: the GPU speedups.
         gpu1, gpu8 = trained.get("gpu1"), trained.get("gpu8")
-        rule = (f"supported if our speedup is within a factor of {SPEEDUP_FACTOR:g} of the report's "
-                f"(the GPUs differ and are named)")
+        rule = (f"supported if our speedup, both runs of the report's recipe (a GPU's lead depends on the "
+                f"resolution), is within a factor of {SPEEDUP_FACTOR:g} of the report's (the GPUs differ and are named)")
         statement = "One GPU trains about 22x faster than the CPU."
         if cpu is None or gpu1 is None:
             missing = [v for v, s in (("cpu", cpu), ("gpu1", gpu1)) if s is None]
@@ -334,7 +374,7 @@ class Ledger:
                             f"variants as skipped; on a GPU host: dvc exp run -S devices=8)")
         else:
             speedup = cpu["seconds_per_epoch"] / gpu1["seconds_per_epoch"]
-            self.add("C7c", statement, f"{REPORT_SPEEDUP_GPU1}x", rule, gate=self.data_gate(),
+            self.add("C7c", statement, f"{REPORT_SPEEDUP_GPU1}x", rule, gate=self.recipe_gate("cpu", "gpu1"),
                      measured=(within_factor(speedup, REPORT_SPEEDUP_GPU1, SPEEDUP_FACTOR),
                                f"{speedup:.1f}x ({gpu1.get('device')} against {cpu.get('device')})"))
         statement = "Eight GPUs train 1.74x faster than one (22% scaling efficiency)."
@@ -346,7 +386,7 @@ class Ledger:
         else:
             speedup = gpu1["seconds_per_epoch"] / gpu8["seconds_per_epoch"]
             self.add("C7d", statement, f"{REPORT_SPEEDUP_GPU8_OVER_GPU1}x, {REPORT_EFFICIENCY_GPU8:.0%}", rule,
-                     gate=self.data_gate(),
+                     gate=self.recipe_gate("gpu1", "gpu8"),
                      measured=(within_factor(speedup, REPORT_SPEEDUP_GPU8_OVER_GPU1, SPEEDUP_FACTOR),
                                f"{speedup:.2f}x, {100 * speedup / gpu8.get('gpus', 8):.0f}% "
                                f"({gpu8.get('gpus', 8)} x {gpu8.get('device')})"))
@@ -374,12 +414,12 @@ class Ledger:
             for cid, statement, report, rule in statements:
                 self.add(cid, statement, report, rule, reason=reason)
             return
+        gate = self.recipe_gate(ev["run"]) if ev else ""
         acc = accuracy_intervals(a, b, self.facts.bootstrap, self.facts.seed)
         for (cid, statement, report, rule), key, said in zip(statements[:2], ("acc1", "acc5"), (REPORT_ACC1, REPORT_ACC5)):
             (va, ia), (vb, ib), _ = acc[key]
             holds = ia[0] <= said[7] <= ia[1] and ib[0] <= said[18] <= ib[1]
-            self.add(cid, statement, report, rule, gate=self.data_gate(),
-                     measured=(holds, f"{fmt(va, ia)} / {fmt(vb, ib)}"))
+            self.add(cid, statement, report, rule, gate=gate, measured=(holds, f"{fmt(va, ia)} / {fmt(vb, ib)}"))
         cid, statement, report, rule = statements[2]
         change5, bounds5 = acc["acc5"][2]
         change1, bounds1 = acc["acc1"][2]
@@ -387,10 +427,13 @@ class Ledger:
         inside = -LITTLE_ACC5_CHANGE <= bounds5[0] and bounds5[1] <= LITTLE_ACC5_CHANGE
         outside = bounds5[0] > LITTLE_ACC5_CHANGE or bounds5[1] < -LITTLE_ACC5_CHANGE
         if inside or outside:
-            self.add(cid, statement, report, rule, gate=self.data_gate(), measured=(inside, ours))
+            self.add(cid, statement, report, rule, gate=gate, measured=(inside, ours))
+        elif gate:
+            self.add(cid, statement, report, rule, ours=ours, verdict=NOT_COMPARABLE, reason=f"{gate}; on this run's "
+                     f"numbers the rule gives: not measurable (the interval straddles +-{LITTLE_ACC5_CHANGE:g} points)")
         else:
-            self.add(cid, statement, report, rule, ours=ours, reason=self.data_gate() or
-                     f"the interval straddles +-{LITTLE_ACC5_CHANGE:g} points")
+            self.add(cid, statement, report, rule, ours=ours,
+                     reason=f"the interval straddles +-{LITTLE_ACC5_CHANGE:g} points")
 
     def differing(self) -> None:
         diff = self.inputs.json("reports/diff_predictions/summary.json")
@@ -407,7 +450,9 @@ class Ledger:
         ours = (f"{diff['differing']:,} of {diff['images']:,} ({100 * share:.1f}%); only epoch 7 right "
                 f"{diff['only_a_right']:,}, only epoch 18 right {diff['only_b_right']:,}; McNemar log10 p = "
                 f"{mcnemar_log10_p(diff['only_a_right'], diff['only_b_right']):.1f}")
-        self.add("C9", statement, report, rule, gate=self.data_gate(), measured=(share >= MANY_DIFFERING_SHARE, ours))
+        run = (self.inputs.json("metrics/eval.json") or {}).get("run")
+        self.add("C9", statement, report, rule, gate=self.recipe_gate(run) if run else "",
+                 measured=(share >= MANY_DIFFERING_SHARE, ours))
 
     def language_model(self) -> None:
         model = REPORT_LM_MODEL
@@ -415,8 +460,7 @@ class Ledger:
                 f"{LM_PPL_TOLERANCE:.0%} of the report's (its log does not name the model: the example's default, "
                 f"an LSTM, is assumed)")
         statement = "The word LM reaches validation perplexity 214.11 after epoch 5 (of 6) on WikiText-2."
-        gate = ("sample corpus: the LMs trained on the generated corpus, not WikiText-2 (set wordlm.corpus: data)"
-                if self.facts.sample_corpus else "")
+        gate = self.corpus_gate(whole_wikitext2=True)
         table = self.inputs.tsv(f"runs/wordlm/{model}/dvclive/plots/metrics/valid/ppl.tsv") \
             if model in self.facts.lm_models else None
         row = table[table["step"] == REPORT_LM_EPOCH] if table is not None else None
@@ -438,8 +482,11 @@ class Ledger:
                                    "its GPU's")
 
     def context(self) -> None:
+        """C11 is a property of the architecture (any text shows it); C12 and C14 are about how
+        models use the context of natural text, so a run on the generated corpus is not comparable."""
         probe = self.inputs.json("reports/context_probe/claims.json")
         known = {c["id"]: c for c in probe or []}
+        text_gate = self.corpus_gate(whole_wikitext2=False)
         for cid, statement in (("C11", "A CNN's context window is fixed by its kernel size, depth and dilation."),
                                ("C12", "A Transformer links any two positions directly (so it can use distant "
                                        "tokens)."),
@@ -448,6 +495,10 @@ class Ledger:
             if c is None:
                 self.add(cid, statement, "-", "see the context probe", reason="reports/context_probe/claims.json "
                          "absent (stage context_probe)")
+            elif cid != "C11" and text_gate:
+                self.add(cid, c["statement"], "-", c["rule"], ours=c["ours"], verdict=NOT_COMPARABLE,
+                         reason=f"{text_gate}; on this run's numbers the probe gives: {c['verdict']}"
+                                + (f" ({c['reason']})" if c["reason"] else ""))
             else:
                 self.add(cid, c["statement"], "-", c["rule"], ours=c["ours"], verdict=c["verdict"], reason=c["reason"])
 
@@ -493,15 +544,60 @@ class Ledger:
         return self.claims
 
 
-def build_ledger(root: str | Path, facts: RunFacts) -> tuple[list[Claim], list[str]]:
-    """The claims and every input path asked for (relative to ``root``)."""
+def build_ledger(root: str | Path, facts: RunFacts) -> tuple[list[Claim], list[str], str]:
+    """The claims, every input path asked for (relative to ``root``) and the run they judge, in words."""
     inputs = Inputs(root)
-    return Ledger(inputs, facts).build(), inputs.asked
+    ledger = Ledger(inputs, facts)
+    claims = ledger.build()
+    return claims, inputs.asked, ledger.about()
+
+
+# Which runs' recipes each claim about the report's training runs needs ("evaluated": the run
+# eval_epochs evaluated), and which corpus each language claim needs (True: WikiText-2 itself).
+RECIPE_CLAIMS = {**{cid: ("evaluated",) for cid in ("C2", "C3", "C4", "C4b", "C5", "C6", "C8a", "C8b", "C8c", "C9")},
+                 "C7b": ("cpu",), "C7c": ("cpu", "gpu1"), "C7d": ("gpu1", "gpu8")}
+CORPUS_CLAIMS = {"C10a": True, "C12": False, "C14": False}
+RULE_GIVES = "the rule gives: "
+
+
+def regate(records: list[dict], ledger: Ledger) -> list[Claim]:
+    """A recorded ledger judged again under today's like-with-like rules, without its inputs: each
+    claim keeps its recorded figures and what its rule gave on them; a claim whose run (or corpus)
+    is not the report's becomes not comparable, naming the difference (``ledger`` reads the
+    recorded summaries and corpus). For results recorded before the rules existed; a result
+    with its inputs is judged by ``build_ledger`` itself."""
+    rules = {c.id: c.rule for c in ledger.build()}  # today's wording of each rule
+    evaluated = ledger.evaluated_run()
+    out = []
+    for record in records:
+        claim = Claim(**{**record, "rule": rules.get(record["id"], record["rule"])})
+        if claim.id in RECIPE_CLAIMS:
+            gate = ledger.recipe_gate(*(evaluated if v == "evaluated" else v for v in RECIPE_CLAIMS[claim.id]))
+        else:
+            gate = ledger.corpus_gate(CORPUS_CLAIMS[claim.id]) if claim.id in CORPUS_CLAIMS else ""
+        gave = claim.verdict if claim.verdict in (SUPPORTED, CONTRADICTED) else (
+            claim.reason.rsplit(RULE_GIVES, 1)[1] if RULE_GIVES in claim.reason else None)
+        if gate and gave:
+            claim.verdict, claim.reason = NOT_COMPARABLE, f"{gate}; on this run's numbers the {'probe' if claim.id in ('C12', 'C14') else 'rule'} gives: {gave}"
+        out.append(claim)
+    return out
 
 
 def verdict_counts(claims: list[Claim]) -> dict[str, int]:
     counts = {v.replace(" ", "_"): sum(c.verdict == v for c in claims) for v in VERDICTS}
     return {"claims": len(claims), **counts}
+
+
+# The assumption every training claim is judged under, and its evidence (dlreport/recipe.py).
+RECIPE_ASSUMPTION = (
+    "**Like with like.** The report trained with the PyTorch ImageNet example's `main.py`, changing only the "
+    "classifier and the data, so its recipe is taken to be main.py's: RandomResizedCrop(224) + flip for training, "
+    "Resize(256) + CenterCrop(224) for validation (the 64x64 images upsampled), SGD lr 0.1 (constant over 20 "
+    "epochs), momentum 0.9, weight decay 1e-4, batch 256, torchvision's stem, on the full Tiny-ImageNet. Its "
+    "timings agree: 4.95 min an epoch on one 1080 Ti is 337 images/s, a 224-px rate, and 110 min an epoch on its "
+    "CPU 15 images/s. A claim about its training runs (C2-C6, C7b-d, C8, C9) is judged only on a run of that recipe, as the run's "
+    "summary records it; a run of another recipe or data is **not comparable** (the difference named, and what the "
+    "rule gives on its numbers shown). C10a needs WikiText-2 itself, C12 and C14 natural text.")
 
 
 def render(claims: list[Claim], facts: RunFacts, about: str) -> str:
@@ -511,9 +607,10 @@ def render(claims: list[Claim], facts: RunFacts, about: str) -> str:
              "verdict": f"**{c.verdict}**" + (f": {c.reason}" if c.reason else "")} for c in claims]
     lines = ["# The course report's claims, judged", "",
              f"{about} Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, "
-             f"{counts['not_measurable']} not measurable in this run (of {counts['claims']}). Each verdict follows the "
-             f"rule listed below it, fixed in `dlreport/claims.py` before any run's numbers were seen; intervals are "
-             f"{LEVEL:.0%} bootstrap intervals ({facts.bootstrap:,} resamples, paired). Written by the `claims` stage.",
+             f"{counts['not_comparable']} not comparable, {counts['not_measurable']} not measurable in this run (of "
+             f"{counts['claims']}). Each verdict follows the rule listed below it, fixed in `dlreport/claims.py` before "
+             f"any run's numbers were seen; intervals are {LEVEL:.0%} bootstrap intervals ({facts.bootstrap:,} "
+             f"resamples, paired). Written by the `claims` stage.", "", RECIPE_ASSUMPTION,
              "", markdown_table(rows), "", "## Rules", ""]
     lines += [f"- **{c.id}**: {c.rule}." for c in claims]
     return "\n".join(lines) + "\n"

@@ -221,10 +221,13 @@ class Report:
         if table is None:
             return lines + [missing("reports/layer_shapes.csv") + " (stage `layer_shapes`)"]
         recipe = self.params.get("resnet") or {}
-        size, stem = recipe.get("input_size", "?"), recipe.get("stem", "?")
-        lines += [f"Output of each block for one {size}x{size} input image ({stem} stem), measured with "
-                  f"forward hooks on the model the pipeline trains (height x width x channels):", "",
-                  markdown_table(table.astype(str), ["layer", "output"])]
+        stem = recipe.get("stem", "?")
+        extra = [c for c in table.columns if c.startswith("output_at_")]
+        lines += [f"Output of each block for one 64x64 input image ({stem} stem), as the report tabulated it, "
+                  f"measured with forward hooks on the model the pipeline trains (height x width x channels)"
+                  + (f"; `{extra[0]}`: at the {extra[0].removeprefix('output_at_')}-px input this run trains on"
+                     if extra else "") + ":", "",
+                  markdown_table(table.astype(str), ["layer", "output", *extra])]
         return lines
 
     # -- 2 --------------------------------------------------------------------------------
@@ -504,7 +507,8 @@ class Report:
         if counts is None:
             return [missing("metrics/claims.json") + " (stage `claims`): no claims ledger."]
         return [f"**Was the report right?** Of its {counts['claims']} claims, {counts['supported']} are supported, "
-                f"{counts['contradicted']} contradicted and {counts['not_measurable']} not measurable in this run: "
+                f"{counts['contradicted']} contradicted, {counts.get('not_comparable', 0)} not comparable (another recipe "
+                f"or data than the report's) and {counts['not_measurable']} not measurable in this run: "
                 f"see [the claims ledger](../claims.md) for each claim, the report's figure, ours, the rule and "
                 f"the verdict."]
 

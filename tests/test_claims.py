@@ -3,6 +3,7 @@ trained GPU variants (made-up timings in the format train_resnet writes), and th
 default pipeline writes: a row for every claim, each with a verdict or a reason."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import pytest
 import yaml
 
 from conftest import REPO, read_params
-from dlreport.claims import (NOT_MEASURABLE, SUPPORTED, CONTRADICTED, VERDICTS, Ledger, RunFacts,
+from dlreport.claims import (CONTRADICTED, NOT_COMPARABLE, NOT_MEASURABLE, SUPPORTED, VERDICTS, Ledger, RunFacts,
                              accuracy_intervals, build_ledger, overfitting, peak_then_slight_fall,
                              rises_with_epochs, steady_decline)
+from dlreport.params import load_params
+from dlreport.recipe import data_record, differences, portable_source, resnet_recipe
 from dlreport.report import Inputs
 from dlreport.reporting import compare_devices
 
@@ -23,9 +26,43 @@ CODE_DEPS = {"stages/claims.py", "dlreport/claims.py", "dlreport/stats.py"}
 
 
 def facts(**changes) -> RunFacts:
-    base = dict(sample_images=False, sample_corpus=False, input_size=64, stem="torchvision", epochs=20,
-                variants=["cpu", "gpu1", "gpu8"], lm_models=["lstm"], bootstrap=500, seed=0)
+    base = dict(input_size=64, stem="torchvision", epochs=20, variants=["cpu", "gpu1", "gpu8"], lm_models=["lstm"],
+                bootstrap=500, seed=0)
     return RunFacts(**{**base, **changes})
+
+
+REAL = data_record("file:///elsewhere/tiny-imagenet-200.zip", "5cac8f5f2794de738ffdaaeb12735df9", 100_000, 10_000)
+SAMPLE = data_record("sample", None, 1_000, 600)
+
+
+def recipe(data: dict = REAL, **changes) -> dict:
+    """A summary's recipe block as train_resnet writes it: the committed params.yaml's recipe at
+    224 px (the report's: main.py) unless ``changes`` say otherwise."""
+    params = load_params(REPO / "params.yaml", "resnet")["resnet"]
+    return resnet_recipe(dataclasses.replace(params, **{"input_size": 224, **changes}), data)
+
+
+def test_differences_name_what_a_run_did_otherwise():
+    assert differences(recipe()) == []
+    fast = differences(recipe(input_size=64))
+    assert fast == ["this run: 64 px, RandomCrop(64, padding=4) + flip, evaluated on the whole 64-px image; the "
+                    "report: main.py at 224 (RandomResizedCrop(224) + flip, Resize(256) + CenterCrop(224))"]
+    assert differences(recipe(lr=0.05, stem="cifar")) == ["this run: stem cifar; the report: torchvision",
+                                                          "this run: lr 0.05; the report: 0.1"]
+    assert differences(recipe(schedule="step", step_size=30)) == []  # main.py's StepLR(30): constant over 20
+    assert differences(recipe(schedule="step", step_size=10)) == ["this run: schedule step; the report: constant"]
+    assert "generated sample (1,000 training images)" in differences(recipe(SAMPLE))[0]
+    mini = differences(recipe(data_record("../shared/data/mini.zip", None, 2_000, 1_000)))
+    assert mini and "`../shared/data/mini.zip` (2,000 training, 1,000 validation images)" in mini[0]
+    assert differences(None) == ["its summary records no recipe (trained before recipes were recorded)"]
+
+
+def test_data_sources_are_recorded_relative_to_the_project():
+    assert portable_source("file:///work/shared/data/t.zip", root="/work/main") == "../shared/data/t.zip"
+    assert portable_source("/work/main/datasets/t.zip", root="/work/main") == "datasets/t.zip"
+    assert portable_source("http://cs231n.stanford.edu/tiny-imagenet-200.zip") == \
+        "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+    assert portable_source("sample") == "sample"
 
 
 def write(root: Path, rel: str, content) -> None:
@@ -87,6 +124,10 @@ def curves(root: Path, run: str, n: int, *, train_loss=None, val_loss=None, trai
     write(root, "metrics/eval.json", {"run": run, "first": {"epoch": 7}, "last": {"epoch": 18}})
 
 
+def trained(root: Path, run: str, recipe_block: dict) -> None:
+    write(root, f"metrics/train_resnet_{run}.json", summary(6600.0, 0, "CPU X", recipe_block))
+
+
 def ledger(root: Path, **changes) -> dict:
     claims = Ledger(Inputs(root), facts(**changes)).build()
     return {c.id: c for c in claims}
@@ -95,6 +136,7 @@ def ledger(root: Path, **changes) -> dict:
 def test_curve_claims_on_a_full_run_and_a_short_one(tmp_path: Path):
     curves(tmp_path, "cpu", 20, val_loss=[3.0 - 0.1 * i for i in range(8)] + [2.3 + 0.05 * i for i in range(12)],
            val_acc1=[10.0 + 2 * i for i in range(18)] + [43.0, 42.5])
+    trained(tmp_path, "cpu", recipe())  # the report's recipe: like with like
     c = ledger(tmp_path)
     assert c["C2"].verdict == SUPPORTED
     assert c["C3"].verdict == CONTRADICTED            # the validation loss rose 24%: over-fitting
@@ -106,9 +148,42 @@ def test_curve_claims_on_a_full_run_and_a_short_one(tmp_path: Path):
     s = ledger(short, epochs=2)
     for cid in ("C2", "C3", "C4", "C5", "C6"):
         assert s[cid].verdict == NOT_MEASURABLE and "has 2" in s[cid].reason and "resnet.epochs = 2" in s[cid].reason
-    sample = ledger(tmp_path, sample_images=True)  # the same curves from the generated sample
-    assert sample["C2"].verdict == NOT_MEASURABLE and sample["C2"].reason.startswith("sample data")
-    assert sample["C2"].reason.endswith("the rule gives: supported") and sample["C2"].ours == c["C2"].ours
+    # The same curves from a run of the 64-px recipe: not comparable, the difference named, our
+    # figures and what the rule gives on them still shown.
+    trained(tmp_path, "cpu", recipe(input_size=64))
+    fast = ledger(tmp_path)
+    for cid in ("C2", "C3", "C4", "C5", "C6"):
+        assert fast[cid].verdict == NOT_COMPARABLE and fast[cid].ours == c[cid].ours
+        assert "this run: 64 px, RandomCrop(64, padding=4)" in fast[cid].reason
+        assert "the report: main.py at 224" in fast[cid].reason
+        assert fast[cid].reason.endswith(f"the rule gives: {c[cid].verdict}")
+    trained(tmp_path, "cpu", recipe(SAMPLE))  # the report's recipe on the generated sample
+    assert ledger(tmp_path)["C2"].verdict == NOT_COMPARABLE and "generated sample" in ledger(tmp_path)["C2"].reason
+    write(tmp_path, "metrics/train_resnet_cpu.json", {**summary(6600.0, 0, "CPU X"), "recipe": None})  # before recipes
+    assert "records no recipe" in ledger(tmp_path)["C3"].reason
+
+
+def test_language_claims_need_their_corpus(tmp_path: Path):
+    """C10a is about WikiText-2 itself; C12 and C14 about natural text; C11 about the architecture."""
+    write(tmp_path, "runs/wordlm/lstm/dvclive/plots/metrics/valid/ppl.tsv", "step\tppl\n5\t220.0\n")
+    probe = [{"id": cid, "statement": f"{cid} said", "rule": "r", "ours": "o", "verdict": SUPPORTED, "reason": ""}
+             for cid in ("C11", "C12", "C14")]
+    write(tmp_path, "reports/context_probe/claims.json", probe)
+    for corpus, c10a, context in (({"source": "sample", "train_tokens": 27_097}, NOT_COMPARABLE, NOT_COMPARABLE),
+                                  ({"source": "../shared/data/wikitext-2-sample", "train_tokens": 217_646},
+                                   NOT_COMPARABLE, SUPPORTED),
+                                  ({"source": "data", "train_tokens": 2_088_628}, SUPPORTED, SUPPORTED)):
+        write(tmp_path, "metrics/corpus.json", corpus)
+        c = ledger(tmp_path)
+        assert c["C10a"].verdict == c10a and c["C10a"].ours.startswith("220.00")
+        assert c["C11"].verdict == SUPPORTED
+        assert c["C12"].verdict == c["C14"].verdict == context
+    assert "217,646 training tokens" in ledger_with(tmp_path, {"source": "x", "train_tokens": 217_646})["C10a"].reason
+
+
+def ledger_with(root: Path, corpus: dict) -> dict:
+    write(root, "metrics/corpus.json", corpus)
+    return ledger(root)
 
 
 
@@ -140,11 +215,12 @@ def test_paired_accuracy_intervals():
 
 # --- C7: the timing claims with trained GPU variants ---------------------------------------------
 
-def summary(seconds: float, gpus: int, device: str) -> dict:
-    """A trained variant's metrics/train_resnet_<variant>.json (the fields train_resnet writes)."""
+def summary(seconds: float, gpus: int, device: str, recipe_block: dict | None = None) -> dict:
+    """A trained variant's metrics/train_resnet_<variant>.json (the fields train_resnet writes), of
+    the report's recipe unless ``recipe_block`` says otherwise."""
     return {"status": "trained", "processes": max(1, gpus), "gpus": gpus, "device": device, "precision": "bf16",
             "epochs": 20, "seconds_per_epoch": seconds, "images_per_second": 100_000 / seconds,
-            "total_seconds": 20 * seconds}
+            "total_seconds": 20 * seconds, "recipe": recipe_block or recipe()}
 
 
 def test_device_speedups_and_timing_verdicts_with_trained_gpus(tmp_path: Path):
@@ -171,7 +247,10 @@ def test_device_speedups_and_timing_verdicts_with_trained_gpus(tmp_path: Path):
     c = ledger(tmp_path)
     assert c["C7c"].verdict == c["C7d"].verdict == NOT_MEASURABLE
     assert "no gpu1 variant trained" in c["C7c"].reason and "no gpu1 or gpu8 variant" in c["C7d"].reason
-    assert ledger(tmp_path, sample_images=True)["C7b"].verdict == NOT_MEASURABLE  # 1,000 images, not 100,000
+    # a CPU run of the 64-px recipe: its minutes an epoch are not the report's experiment's
+    write(tmp_path, "metrics/train_resnet_cpu.json", summary(6600.0, 0, "CPU X", recipe(input_size=64)))
+    c7b = ledger(tmp_path)["C7b"]
+    assert c7b.verdict == NOT_COMPARABLE and "64 px" in c7b.reason and c7b.reason.endswith("gives: supported")
 
 
 # --- the ledger of the default pipeline (tiny params) ------------------------------------------
@@ -181,7 +260,7 @@ def test_the_default_run_writes_a_ledger_with_every_claim(reproduced: Path):
     assert [r["id"] for r in records] == CLAIM_IDS
     for r in records:
         assert r["verdict"] in VERDICTS and r["rule"] and r["statement"], r
-        assert (r["verdict"] == NOT_MEASURABLE) == bool(r["reason"]), r
+        assert (r["verdict"] in (NOT_MEASURABLE, NOT_COMPARABLE)) == bool(r["reason"]), r
     by_id = {r["id"]: r for r in records}
     assert by_id["C1"]["verdict"] == SUPPORTED  # the architecture does not depend on the data
     assert by_id["C7a"]["verdict"] == SUPPORTED
@@ -200,7 +279,7 @@ def test_the_default_run_writes_a_ledger_with_every_claim(reproduced: Path):
 
 def test_deps_are_exactly_what_the_ledger_reads(reproduced: Path):
     params = read_params(reproduced / "params.yaml")
-    _, asked = build_ledger(reproduced, facts(variants=list(params["resnet_runs"]),
+    _, asked, _ = build_ledger(reproduced, facts(variants=list(params["resnet_runs"]),
                                               lm_models=list(params["wordlm"]["models"])))
     deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["claims"]["deps"]) - CODE_DEPS
 
@@ -253,3 +332,26 @@ def test_record_result_copies_a_run(reproduced: Path, tmp_path: Path):
     assert run_facts["params_changed"]["resnet.epochs"] == 2  # the tiny params against the committed 20
     assert (out / "report" / "report.md").is_file() and (out / "claims.md").is_file()
     assert (out / "curves" / "val" / "acc1.tsv").is_file() and (out / "metrics" / "claims.json").is_file()
+
+
+def test_a_recorded_ledger_judged_again_keeps_its_figures(tmp_path: Path):
+    """tools/rejudge_result.py's core: recorded verdicts of a 64-px run become not comparable with
+    what the rule gave kept; claims with no recipe to match, or not measurable anyway, stay."""
+    from dlreport.claims import regate
+
+    trained(tmp_path, "cpu", recipe(input_size=64))
+    write(tmp_path, "metrics/eval.json", {"run": "cpu", "first": {"epoch": 7}, "last": {"epoch": 18}})
+    write(tmp_path, "metrics/corpus.json", {"source": "sample", "train_tokens": 27_097})
+    records = [{"id": cid, "statement": "s", "report": "r", "ours": f"ours {cid}", "rule": "old rule",
+                "verdict": verdict, "reason": reason} for cid, verdict, reason in (
+        ("C1", SUPPORTED, ""), ("C3", CONTRADICTED, ""), ("C4b", NOT_MEASURABLE, "needs 21 epochs"),
+        ("C7a", SUPPORTED, ""), ("C9", SUPPORTED, ""),
+        ("C10a", NOT_MEASURABLE, "sample corpus: ...; on this run's numbers the rule gives: contradicted"))]
+    c = {claim.id: claim for claim in regate(records, Ledger(Inputs(tmp_path), facts()))}
+    assert c["C1"].verdict == c["C7a"].verdict == SUPPORTED
+    assert c["C3"].verdict == NOT_COMPARABLE and c["C3"].reason.endswith("the rule gives: contradicted")
+    assert "64 px" in c["C3"].reason and c["C3"].ours == "ours C3" and c["C3"].rule != "old rule"
+    assert c["C9"].verdict == NOT_COMPARABLE and c["C9"].reason.endswith("gives: supported")
+    assert c["C4b"].verdict == NOT_MEASURABLE and c["C4b"].reason == "needs 21 epochs"
+    assert c["C10a"].verdict == NOT_COMPARABLE and "generated sample" in c["C10a"].reason
+    assert c["C10a"].reason.endswith("the rule gives: contradicted")
