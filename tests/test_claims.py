@@ -355,3 +355,26 @@ def test_a_recorded_ledger_judged_again_keeps_its_figures(tmp_path: Path):
     assert c["C4b"].verdict == NOT_MEASURABLE and c["C4b"].reason == "needs 21 epochs"
     assert c["C10a"].verdict == NOT_COMPARABLE and "generated sample" in c["C10a"].reason
     assert c["C10a"].reason.endswith("the rule gives: contradicted")
+
+
+def test_the_recorded_real_run_is_judged_by_todays_rules(tmp_path: Path):
+    """docs/claims.md's `python tools/rejudge_result.py docs/results/<name>`: on a copy of the
+    recorded 64-px real run, the committed ledger is what today's rules give (judging it again
+    changes nothing), and its recorded data source is relative to the project."""
+    import shutil
+    import subprocess
+    import sys
+
+    recorded = REPO / "docs" / "results" / "tinyimagenet-real-cpu"
+    copy = tmp_path / "result"
+    shutil.copytree(recorded, copy)
+    subprocess.run([sys.executable, str(REPO / "tools" / "rejudge_result.py"), str(copy)], check=True,
+                   capture_output=True, text=True)
+    for rel in ("claims.json", "metrics/claims.json", "metrics/train_resnet_cpu.json"):
+        assert json.loads((copy / rel).read_text()) == json.loads((recorded / rel).read_text()), rel
+    run_facts = json.loads((recorded / "run.json").read_text())
+    assert run_facts["params_changed"]["tinyimagenet.source"] == "../shared/data/tiny-imagenet-200.zip"
+    summary = json.loads((recorded / "metrics/train_resnet_cpu.json").read_text())
+    assert summary["recipe"]["input_size"] == 64 and summary["recipe"]["data"]["train_images"] == 100_000
+    records = {c["id"]: c for c in json.loads((recorded / "claims.json").read_text())}
+    assert records["C8a"]["verdict"] == NOT_COMPARABLE and "64 px" in records["C8a"]["reason"]

@@ -416,6 +416,8 @@ COVERED: dict[str, list[str]] = {
     "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 diff_predictions": [REAL_ARCHIVE],
     "python tools/record_result.py <scratch project> docs/results/tinyimagenet-real-cpu --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
+    "python tools/rejudge_result.py docs/results/<name>":
+        ["tests/test_claims.py::test_the_recorded_real_run_is_judged_by_todays_rules"],
     "dvc update data.dvc": [WIKITEXT],
     "dvc exp run -S wordlm.corpus=data": [WIKITEXT],
     # GPUs (README, docs/resnet.md): on a CPU-only host, -S devices=1 must fail before training

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlreport.params import read_params  # noqa: E402  (the stages' reader: YAML as DVC reads it)
+from dlreport.recipe import portable_source  # noqa: E402
 from dlreport.report import flatten  # noqa: E402
 
 
@@ -43,6 +44,8 @@ def main() -> None:
         shutil.copy2(path, target)
     ran, committed = flatten(read_params(args.run / "params.yaml")), flatten(read_params(ROOT / "params.yaml"))
     changed = {k: ran.get(k) for k in sorted(set(ran) | set(committed)) if ran.get(k) != committed.get(k)}
+    if "tinyimagenet.source" in changed:  # ../shared/..., not this machine's path
+        changed["tinyimagenet.source"] = portable_source(changed["tinyimagenet.source"], args.run)
     summary = json.loads((args.run / "metrics" / "train_resnet_cpu.json").read_text())
     run = {"params_changed": changed, "cpu": summary.get("device"), "precision": summary.get("precision"),
            "epochs_completed": summary.get("epochs"), "note": args.note}

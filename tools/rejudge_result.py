@@ -37,6 +37,8 @@ def params_of(run: dict, scratch: Path):
     """The params the run used, validated: the project's params.yaml with its recorded changes."""
     params = read_params(ROOT / "params.yaml")
     for dotted, value in run.get("params_changed", {}).items():
+        if dotted == "tinyimagenet.source" and value != "sample" and "://" not in value:
+            value = (ROOT / value).resolve().as_uri()  # recorded relative to the project
         *parents, key = dotted.split(".")
         node = params
         for parent in parents:
