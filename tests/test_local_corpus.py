@@ -124,6 +124,10 @@ def test_dvc_tracks_the_folder_and_a_changed_file_reruns_the_language_models(tmp
     for split in SPLITS:
         assert stats[f"{split}_tokens"] == len(tokenize((corpus / f"{split}.txt").read_text()))
     assert stats["vocab_size"] == len({w for s in SPLITS for w in tokenize((corpus / f"{s}.txt").read_text())})
+    for stage in LM_STAGES:  # each model's summary names the text it trained on
+        model = stage.split("@")[1]
+        trained_on = json.loads((project / "metrics" / f"train_wordlm_{model}.json").read_text())["corpus"]
+        assert trained_on == {"source": "../corpus", "md5": stats["md5"], "train_tokens": stats["train_tokens"]}
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     dep = [d for d in lock["prepare_corpus"]["deps"] if d["path"] == "../corpus"]
     assert dep and dep[0]["md5"].endswith(".dir") and dep[0]["nfiles"] == 3, lock["prepare_corpus"]["deps"]

@@ -27,6 +27,7 @@ receptive field for the CNN.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import asdict
@@ -355,5 +356,13 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
         live.end()
         torch.save(dict(state_dict=best_state, config=config, vocab=corpus.idx2word, metrics=metrics),
                    tmp / CHECKPOINT)
-    write_json(summary, {key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None})
+    write_json(summary, {**{key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None},
+                         "corpus": corpus_record(corpus_dir)})
     return metrics
+
+
+def corpus_record(corpus_dir: str | Path) -> dict:
+    """What the model trained on, from prepare_corpus's corpus.json: the source as written (sample,
+    data, or the folder), its md5 where it has one, and the training tokens."""
+    stats = json.loads((Path(corpus_dir) / "corpus.json").read_text())
+    return {"source": stats.get("source"), "md5": stats.get("md5"), "train_tokens": stats.get("train_tokens")}
