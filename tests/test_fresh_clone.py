@@ -56,6 +56,22 @@ def test_targeted_experiment_on_the_real_archive(clone: Path):
     assert changed_files(clone) == {"params.yaml", "metrics/dataset.json", "dvc.lock"}
 
 
+def test_the_reports_recipe_at_224(clone: Path):
+    """The report's recipe (docs/real-data.md, README: -S resnet.input_size=224), on a small sample so
+    that it trains in seconds: trained, evaluated and diffed at 224 as main.py does, and the run's
+    summary records main.py's transforms and the data it trained on."""
+    out = run(["dvc", "exp", "run", "-S", "resnet.input_size=224", "-S", "resnet.epochs=1",
+               "-S", "tinyimagenet.sample.train_per_class=1", "-S", "tinyimagenet.sample.val_per_class=1",
+               "-S", "eval.epochs=[1]", "-S", "diff.a=1", "-S", "diff.b=1", "diff_predictions"], cwd=clone)
+    assert ran(out.stdout, "train_resnet@cpu") and ran(out.stdout, "eval_epochs")
+    recipe = json.loads((clone / "metrics" / "train_resnet_cpu.json").read_text())["recipe"]
+    assert (recipe["input_size"], recipe["train_transform"], recipe["eval_transform"]) == \
+        (224, "RandomResizedCrop(224) + flip", "Resize(256) + CenterCrop(224)")
+    assert recipe["data"] == {"source": "sample", "md5": None, "train_images": 200, "val_images": 200}
+    evaluated = json.loads((clone / "metrics" / "eval.json").read_text())
+    assert evaluated["first"]["epoch"] == evaluated["last"]["epoch"] == 1
+
+
 def test_dvc_metrics_show_of_the_committed_default_run_is_narrow(clone: Path):
     """metrics/ holds the default run's headline figures: `dvc metrics show` prints one row per
     file whose columns are the union of the files' keys, so keys shared between files (status,

@@ -414,6 +414,10 @@ COVERED: dict[str, list[str]] = {
     # the shared real archive's 200x10 subset.
     "dvc exp run -n real-cpu -S tinyimagenet.source=file://$PWD/../shared/data/tiny-imagenet-200.zip "
     "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 diff_predictions": [REAL_ARCHIVE],
+    # The report's recipe on the real data: the archive as above, training at 224 on a small sample.
+    "dvc exp run -S tinyimagenet.source=file://$PWD/../shared/data/tiny-imagenet-200.zip "
+    "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 -S resnet.input_size=224":
+        [REAL_ARCHIVE, "tests/test_fresh_clone.py::test_the_reports_recipe_at_224"],
     "python tools/record_result.py <scratch project> docs/results/tinyimagenet-real-cpu --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/rejudge_result.py docs/results/<name>":
