@@ -409,8 +409,14 @@ class Ledger:
                        f"{REPORT_ACC5[18] - REPORT_ACC5[7]:+.2f} points (Acc@1 {REPORT_ACC1[18] - REPORT_ACC1[7]:+.2f})",
                        rule_little)]
         if a is None or b is None:
-            reason = (f"this run evaluated epochs {pair[0]} and {pair[1]}, not {REPORT_EPOCH_A} and {REPORT_EPOCH_B} "
-                      f"(eval.epochs)" if pair else "no evaluated checkpoints (metrics/eval.json)")
+            if not pair:
+                reason = "no evaluated checkpoints (metrics/eval.json)"
+            elif pair != (REPORT_EPOCH_A, REPORT_EPOCH_B):
+                reason = (f"this run evaluated epochs {pair[0]} and {pair[1]}, not {REPORT_EPOCH_A} and {REPORT_EPOCH_B} "
+                          f"(eval.epochs)")
+            else:
+                reason = (f"runs/eval/predictions_epoch_{REPORT_EPOCH_A:02d}.csv or _{REPORT_EPOCH_B:02d}.csv absent "
+                          f"(stage eval_epochs)")
             for cid, statement, report, rule in statements:
                 self.add(cid, statement, report, rule, reason=reason)
             return
