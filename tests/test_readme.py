@@ -246,7 +246,7 @@ def test_committed_results_are_the_committed_metrics():
         f"{cpu['images_per_second']:.0f} img/s, {cpu['total_seconds']:.0f} s for {cpu['epochs']} epochs",
         "LSTM {:.2f}, Transformer {:.2f}, gated CNN {:.2f}; trained on 128 tokens: {:.2f}, {:.2f}, {:.2f}".format(*lms),
         "| claims ledger (`metrics/claims.json`) | {supported} supported, {contradicted} contradicted, "
-        "{not_measurable} not measurable (of {claims}) |".format(**metrics("claims.json")),
+        "{not_comparable} not comparable, {not_measurable} not measurable (of {claims}) |".format(**metrics("claims.json")),
     ], "docs/reproducibility.md's committed results")
     same = section("Same params, same numbers", "docs/reproducibility.md")
     assert_says(same, [f"epoch-{ev['last']['epoch']} Acc@1 {ev['last']['acc1']:.2f}, LSTM test perplexity {lms[0]:.2f}"],
@@ -418,11 +418,21 @@ COVERED: dict[str, list[str]] = {
     "dvc exp run -S tinyimagenet.source=file://$PWD/../shared/data/tiny-imagenet-200.zip "
     "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 -S resnet.input_size=224":
         [REAL_ARCHIVE, "tests/test_fresh_clone.py::test_the_reports_recipe_at_224"],
+    # docs/results/tinyimagenet-real-cpu-224-epoch1: the report's recipe, one epoch, aimed at train_resnet@cpu.
+    "dvc exp run -n real224 -S tinyimagenet.source=file://$PWD/../shared/data/tiny-imagenet-200.zip "
+    "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 -S resnet.input_size=224 -S resnet.epochs=1 "
+    "-S 'eval.epochs=[1]' -S diff.a=1 -S diff.b=1 train_resnet@cpu":
+        [REAL_ARCHIVE, "tests/test_fresh_clone.py::test_the_reports_recipe_at_224"],
+    "python tools/record_result.py <scratch project> docs/results/<name> --note ...":
+        ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/record_result.py <scratch project> docs/results/tinyimagenet-real-cpu --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/rejudge_result.py docs/results/<name>":
         ["tests/test_claims.py::test_the_recorded_real_run_is_judged_by_todays_rules"],
     "dvc update data.dvc": [WIKITEXT],
+    "dvc exp run -S wordlm.corpus=folder -S wordlm.folder=../shared/data/wikitext-2-sample":
+        ["tests/test_local_corpus.py::test_dvc_tracks_the_folder_and_a_changed_file_reruns_the_language_models",
+         "tests/test_local_corpus.py::test_the_shared_wikitext_sample_by_a_relative_path"],
     "dvc exp run -S wordlm.corpus=data": [WIKITEXT],
     # GPUs (README, docs/resnet.md): on a CPU-only host, -S devices=1 must fail before training
     # and leave @cpu alone; the skip / too-many-GPUs rules themselves are unit-tested.
@@ -670,7 +680,8 @@ def test_real_run_figures_are_its_recorded_files():
                 f"{dataset['val_images']:,} images differently (only epoch {diff['epoch_a']} right "
                 f"{diff['only_a_right']:,}, only epoch {diff['epoch_b']} right {diff['only_b_right']:,})",
                 f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, "
-                f"{counts['not_measurable']} not measurable (of {counts['claims']})"]
+                f"{counts['not_comparable']} not comparable, {counts['not_measurable']} not measurable "
+                f"(of {counts['claims']})"]
     assert_says(text, figures, "README's real run")
     assert "Intel(R) Xeon(R)" in summary["device"] and summary["precision"] == "bf16"
     assert run_facts["params_changed"]["tinyimagenet.md5"] == "5cac8f5f2794de738ffdaaeb12735df9"
