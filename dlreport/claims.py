@@ -26,7 +26,7 @@ import torch
 from dlreport.evaluation import mcnemar_log10_p
 from dlreport.recipe import REPORT_RECIPE_NAME, describe_recipe, differences
 from dlreport.report import Inputs
-from dlreport.reporting import markdown_table
+from dlreport.reporting import render_template
 from dlreport.stats import LEVEL, interval, resample_weights, resampled_means
 from dlreport.wordlm.probe import CONTRADICTED, NOT_MEASURABLE, SUPPORTED
 
@@ -594,32 +594,10 @@ def verdict_counts(claims: list[Claim]) -> dict[str, int]:
     return {"claims": len(claims), **counts}
 
 
-# The assumption every training claim is judged under, and its evidence (dlreport/recipe.py).
-RECIPE_ASSUMPTION = (
-    "**Like with like.** The report trained with the PyTorch ImageNet example's `main.py`, changing only the "
-    "classifier and the data, so its recipe is taken to be main.py's: RandomResizedCrop(224) + flip for training, "
-    "Resize(256) + CenterCrop(224) for validation (the 64x64 images upsampled), SGD lr 0.1 (constant over 20 "
-    "epochs), momentum 0.9, weight decay 1e-4, batch 256, torchvision's stem, on the full Tiny-ImageNet. Its "
-    "timings agree: 4.95 min an epoch on one 1080 Ti is 337 images/s, a 224-px rate, and 110 min an epoch on its "
-    "CPU 15 images/s. A claim about its training runs (C2-C6, C7b-d, C8, C9) is judged only on a run of that recipe, as the run's "
-    "summary records it; a run of another recipe or data is **not comparable** (the difference named, and what the "
-    "rule gives on its numbers shown). C10a needs WikiText-2 itself, C12 and C14 natural text.")
-
-
 def render(claims: list[Claim], facts: RunFacts, about: str) -> str:
-    """reports/claims.md: the table, then each claim's rule."""
-    counts = verdict_counts(claims)
-    rows = [{"claim": c.id, "the report said": c.statement, "report's figure": c.report, "ours": c.ours,
-             "verdict": f"**{c.verdict}**" + (f": {c.reason}" if c.reason else "")} for c in claims]
-    lines = ["# The course report's claims, judged", "",
-             f"{about} Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, "
-             f"{counts['not_comparable']} not comparable, {counts['not_measurable']} not measurable in this run (of "
-             f"{counts['claims']}). Each verdict follows the rule listed below it, fixed in `dlreport/claims.py` before "
-             f"any run's numbers were seen; intervals are {LEVEL:.0%} bootstrap intervals ({facts.bootstrap:,} "
-             f"resamples, paired). Written by the `claims` stage.", "", RECIPE_ASSUMPTION,
-             "", markdown_table(rows), "", "## Rules", ""]
-    lines += [f"- **{c.id}**: {c.rule}." for c in claims]
-    return "\n".join(lines) + "\n"
+    """reports/claims.md: the table, then each claim's rule (worded in templates/claims.md.j2)."""
+    return render_template("claims.md.j2", claims=[asdict(c) for c in claims], counts=verdict_counts(claims),
+                           about=about, level=LEVEL, resamples=facts.bootstrap)
 
 
 def as_records(claims: list[Claim]) -> list[dict]:

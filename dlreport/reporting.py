@@ -1,6 +1,9 @@
 """Tables and comparisons built from stage outputs: the layer-size table, the device comparison,
-Markdown tables for the report."""
+Markdown tables for the report, and the templates (templates/) that word the report and the ledger."""
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,15 +48,37 @@ def compare_devices(summaries: dict[str, dict]) -> tuple[dict, pd.DataFrame]:
     return metrics, table
 
 
+def cell(value) -> str:
+    """A Markdown table cell: "-" for none, a | escaped, on one line."""
+    return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def markdown_table(rows: list[dict] | pd.DataFrame, columns: list[str] | None = None) -> str:
     """A GitHub-flavoured Markdown table; cells are written as given (format numbers first)."""
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
     columns = columns or (list(rows[0]) if rows else [])
-
-    def cell(value) -> str:
-        return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# The templates: Markdown worded around the values the code computes. Read from the package folder
+# (the stages run from the repository; dvc.yaml lists each template as a dep of its stage).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@functools.cache
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    # StrictUndefined: a value the code did not hand over is an error, not an empty string in the page
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["cell"] = cell
+    return environment
+
+
+def render_template(name: str, **values) -> str:
+    """templates/``name`` filled with ``values`` (plain numbers, strings, lists and dicts)."""
+    return _environment().get_template(name).render(**values)

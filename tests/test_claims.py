@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import REPO, read_params
-from dlreport.claims import (CONTRADICTED, NOT_COMPARABLE, NOT_MEASURABLE, SUPPORTED, VERDICTS, Ledger, RunFacts,
-                             accuracy_intervals, build_ledger, overfitting, peak_then_slight_fall,
+from dlreport.claims import (CONTRADICTED, NOT_COMPARABLE, NOT_MEASURABLE, SUPPORTED, VERDICTS, Claim, Ledger,
+                             RunFacts, accuracy_intervals, build_ledger, overfitting, peak_then_slight_fall, render,
                              rises_with_epochs, steady_decline)
 from dlreport.params import load_params
 from dlreport.recipe import data_record, differences, portable_source, resnet_recipe
@@ -22,7 +22,7 @@ from dlreport.reporting import compare_devices
 
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C4b", "C5", "C6", "C7a", "C7b", "C7c", "C7d", "C8a", "C8b", "C8c", "C9",
              "C10a", "C10b", "C11", "C12", "C14", "C13a", "C13b"]
-CODE_DEPS = {"stages/claims.py", "dlreport/claims.py", "dlreport/stats.py"}
+CODE_DEPS = {"stages/claims.py", "dlreport/claims.py", "dlreport/stats.py", "dlreport/templates/claims.md.j2"}
 
 
 def facts(**changes) -> RunFacts:
@@ -378,3 +378,19 @@ def test_the_recorded_real_run_is_judged_by_todays_rules(tmp_path: Path):
     assert summary["recipe"]["input_size"] == 64 and summary["recipe"]["data"]["train_images"] == 100_000
     records = {c["id"]: c for c in json.loads((recorded / "claims.json").read_text())}
     assert records["C8a"]["verdict"] == NOT_COMPARABLE and "64 px" in records["C8a"]["reason"]
+
+
+def test_the_ledger_template_writes_the_recorded_ledger_unchanged():
+    """reports/claims.md is worded by dlreport/templates/claims.md.j2. Rendered from the recorded real
+    run's rows (docs/results/tinyimagenet-real-cpu/claims.json), it is byte for byte the page the
+    string-built render wrote there before the template (claims.md, committed before it)."""
+    recorded = REPO / "docs" / "results" / "tinyimagenet-real-cpu"
+    page = (recorded / "claims.md").read_text()
+    about = page.splitlines()[2].split(" Verdicts: ")[0]  # the run's own sentence, as recorded
+    claims = [Claim(**r) for r in json.loads((recorded / "claims.json").read_text())]
+    bootstrap = load_params(REPO / "params.yaml", "claims")["claims"].bootstrap
+    assert render(claims, facts(bootstrap=bootstrap), about) == page
+    # a reason with a | stays inside its cell; a claim without a reason shows its verdict alone
+    odd = [Claim("C1", "a | b", "r", "-", "rule", NOT_COMPARABLE, "x | y"), Claim("C2", "s", "r", "o", "rule", SUPPORTED, "")]
+    text = render(odd, facts(), "About.")
+    assert "| C1 | a \\| b | r | - | **not comparable**: x \\| y |\n| C2 | s | r | o | **supported** |" in text
