@@ -76,6 +76,7 @@ def _environment():
     environment = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     environment.filters["cell"] = cell
+    environment.filters["table"] = markdown_table  # rows | table(columns): the columns, in order, are the layout
     return environment
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +13,11 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, produced, ran, run
-from dlreport.report import build_report
+from dlreport.report import Inputs, Report, build_report
 from dlreport.params import read_params
 
-CODE_DEPS = {"stages/report.py", "dlreport/report.py", "dlreport/reporting.py"}
+CODE_DEPS = {"stages/report.py", "dlreport/report.py", "dlreport/reporting.py", "dlreport/templates/report.md.j2",
+             "dlreport/templates/verdicts.md.j2", "dlreport/templates/macros.md.j2"}
 
 
 def sections(text: str) -> dict[str, str]:
@@ -287,3 +289,50 @@ def test_a_trained_gpu_variant_gets_its_scaling_and_a_skipped_one_its_reason(tmp
                                                "12.50", "-"]
     assert table_rows(body, "gpu8")[0][1] == f"skipped: {reason}"
     assert "No GPU variant trained" not in body
+
+
+# --- the templates word the report as the string-built code did --------------------------------
+
+def report_before_templates():
+    """dlreport/report.py as it was before templates/report.md.j2 (the parent of the commit that
+    added it), from git: the report it writes from the same inputs is the one to match."""
+    added = run(["git", "log", "--diff-filter=A", "--format=%H", "--", "dlreport/templates/report.md.j2"], cwd=REPO,
+                check=False).stdout.split()
+    if not added:
+        pytest.skip("no git history of dlreport/templates/report.md.j2 here (a shallow or exported tree)")
+    module = types.ModuleType("report_before_templates")
+    source = run(["git", "show", f"{added[-1]}^:dlreport/report.py"], cwd=REPO).stdout
+    exec(compile(source, "report_before_templates.py", "exec"), module.__dict__)
+    return module
+
+
+def assert_worded_as_before(root: Path, params: dict, out: Path) -> str:
+    """The same report, figures and inputs read (in the same order) as the code before the templates."""
+    before = report_before_templates()
+    old = before.Report(before.Inputs(root), params, out / "before")
+    new = Report(Inputs(root), params, out / "after")
+    for report in (old, new):
+        report.out.mkdir(parents=True)
+    text = new.render()
+    assert text == old.render()
+    assert new.figures == old.figures and new.inputs.asked == old.inputs.asked
+    return text
+
+
+def test_the_default_runs_report_is_worded_as_before(reported: Path, tmp_path: Path):
+    """The whole pipeline's report (every section with its figures and tables) from the template is
+    the string-built report of the same outputs, byte for byte."""
+    text = assert_worded_as_before(reported, read_params(reported / "params.yaml"), tmp_path)
+    assert "Not available" not in text.split("## 7.")[0]
+
+
+def test_the_lm_sections_and_the_missing_inputs_are_worded_as_before(tmp_path: Path):
+    """Sections 5 and 6 with every value (hand-made outputs), the ResNet sections with their inputs
+    absent ("not available", the file named), an empty folder, and the recorded real run's folder."""
+    lm_outputs(tmp_path / "lm")
+    text = assert_worded_as_before(tmp_path / "lm", {**LM_PARAMS, "resnet_runs": {"cpu": {}}}, tmp_path / "out1")
+    assert "*Not available: `reports/layer_shapes.csv` absent.* (stage `layer_shapes`)" in text
+    (tmp_path / "empty").mkdir()
+    text = assert_worded_as_before(tmp_path / "empty", read_params(REPO / "params.yaml"), tmp_path / "out2")
+    assert "*Not available: `metrics/claims.json` absent.* (stage `claims`): no claims ledger." in text
+    assert_worded_as_before(REPO / "docs" / "results" / "tinyimagenet-real-cpu", {}, tmp_path / "out3")
