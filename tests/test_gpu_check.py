@@ -3,23 +3,80 @@ so the check cannot rot between the days a GPU is lent - and its own machinery (
 stopping what a step started) on real processes."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, env
+from conftest import REPO, SHARED_DATA, env, needs_shared
+from dlreport.params import read_params
 
 CHECK = REPO / "benchmarks" / "gpu_check.py"
-ORDER = ["environment", "dataset", "train_64", "train_224", "reference_64", "checkpoint_cpu", "host_syncs",
-         "two_processes", "compile_64", "deterministic_64"]
+PAYLOAD = REPO / "tools" / "gpu_payload.py"
+ORDER = ["environment", "real_data", "recipe_224", "dataset", "train_64", "train_224", "reference_64", "checkpoint_cpu",
+         "host_syncs", "two_processes", "compile_64", "deterministic_64"]
+ARCHIVE_STEPS = ("real_data", "recipe_224")   # skipped without --archive
 RUNS = ("train_64", "train_224", "two_processes", "deterministic_64")
+REAL_ARCHIVE = SHARED_DATA / "tiny-imagenet-200.zip"
+REAL_ARCHIVE_MD5 = "5cac8f5f2794de738ffdaaeb12735df9"
+
+
+# --------------------------------------------------------------------------------------
+# The lent GPU machine's Python packages, here
+# --------------------------------------------------------------------------------------
+# Its image (/work/.library/device/KINDS.md: torch 2.11, torchvision, numpy, pandas, PyYAML, Pillow,
+# matplotlib, tensorboard, ...) has no DVC, DVCLive, ruamel.yaml or pydantic. A sitecustomize.py on
+# PYTHONPATH puts an import blocker first on sys.meta_path in every Python process started with
+# lent_image_env - and so in every process those start (the check's children, stage scripts,
+# torchrun's workers) - so an import of one of those packages fails here as it would there,
+# instead of on a GPU lent for minutes. ABSENT: top-level import names (dvc's own dvc_data,
+# dvc_objects, ... too).
+ABSENT = ("dvc", "dvclive", "ruamel", "pydantic", "pydantic_core")
+ABSENT_PREFIXES = ("dvc_",)
+
+SITECUSTOMIZE = f'''"""Written by tests/test_gpu_check.py: the lent GPU machine's image lacks these packages."""
+import sys
+
+ABSENT = {ABSENT!r}
+ABSENT_PREFIXES = {ABSENT_PREFIXES!r}
+
+
+class LentImageBlocker:
+    """Refuses, as the lent machine's image would, to import a package it does not hold."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in ABSENT or top.startswith(ABSENT_PREFIXES):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (absent from the lent GPU machine's image: "
+                                      f"tests/test_gpu_check.py)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, LentImageBlocker)
+'''
+
+
+def lent_image_env(tmp_path: Path) -> dict:
+    """conftest.env() with the blocker: for subprocesses that must run on the image's packages alone."""
+    folder = tmp_path / "lent_image"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    environment = {**env(), "PYTHONPATH": str(folder)}
+    # The blocker must hold in a fresh interpreter, or the tests using it would prove nothing.
+    probe = subprocess.run([sys.executable, "-c", "import yaml\ntry:\n import ruamel.yaml\nexcept ImportError:\n"
+                            " print('blocked')"], env=environment, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "blocked", probe.stdout + probe.stderr
+    return environment
 
 
 def run_check(tmp_path: Path, *args: str, environment: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
@@ -38,26 +95,24 @@ def gone(pid: int) -> bool:
         return True
 
 
-def without_dvclive(tmp_path: Path) -> dict:
-    """The lent machine's image: torch, but no dvclive (an import of it fails, as there)."""
-    shim = tmp_path / "no_dvclive" / "dvclive"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'dvclive'\", name='dvclive')\n")
-    return {**env(), "PYTHONPATH": str(shim.parent)}
-
-
 def test_cpu_mode_passes_every_step(tmp_path: Path):
-    result, report = run_check(tmp_path, "--budget", "1200", environment=without_dvclive(tmp_path))
+    # With the lent machine's packages alone: no dvc, dvclive, ruamel.yaml or pydantic.
+    result, report = run_check(tmp_path, "--budget", "1200", environment=lent_image_env(tmp_path))
     output = result.stdout + result.stderr
     assert result.returncode == 0 and report["passed"] and report["complete"], output
     steps = report["steps"]
-    # Most important figures first: one process at 64 and 224px, the reference, then the rest.
+    # Most important figures first: the report's recipe on the real archive (given one), one
+    # process at 64 and 224px, the reference, then the rest.
     assert list(steps) == ORDER
     assert {name: s["status"] for name, s in steps.items()} == {
-        **{name: "passed" for name in ORDER}, "host_syncs": "skipped", "compile_64": "skipped"}, output
+        **{name: "passed" for name in ORDER}, "host_syncs": "skipped", "compile_64": "skipped",
+        **{name: "skipped" for name in ARCHIVE_STEPS}}, output
+    assert all(steps[name]["cause"] == "no --archive" for name in ARCHIVE_STEPS)
     assert steps["compile_64"]["cuda_graphs"] == "not applicable (CPU mode)"
-    # Every figure carries what it was measured with; this image has no dvclive, and nothing needed it.
+    # Every figure carries what it was measured with; this image has none of these, and nothing needed them.
     assert steps["environment"]["dvclive"].startswith("absent")
+    assert [steps["environment"][m] for m in ("dvc", "ruamel.yaml", "pydantic")] == ["absent"] * 3
+    assert steps["environment"]["params_reader"].startswith("PyYAML")
     for name in ORDER:
         if steps[name]["status"] == "passed" and name != "environment":
             assert steps[name]["versions"]["torch"] == steps["environment"]["torch"]
@@ -106,7 +161,8 @@ def test_a_run_out_of_time_skips_rather_than_fails(tmp_path: Path):
     assert "not enough of the --budget left" in steps["dataset"]["why"]
     assert steps["train_64"] == {"status": "skipped", "cause": "budget", "why": "needs dataset, which was skipped"}
     assert steps["deterministic_64"]["why"] == "needs train_64, which was skipped"
-    assert report["skipped_for_budget"] == [n for n in ORDER if n not in ("environment", "host_syncs", "compile_64")]
+    assert report["skipped_for_budget"] == [n for n in ORDER if n not in ("environment", "host_syncs", "compile_64",
+                                                                          *ARCHIVE_STEPS)]
     assert "INCOMPLETE" in result.stdout
 
 
@@ -119,7 +175,8 @@ def test_a_step_that_cannot_start_is_skipped_and_the_rest_go_on(tmp_path: Path):
     assert result.returncode == 3 and report["passed"] and not report["complete"], result.stdout + result.stderr
     assert list(steps) == ORDER
     assert {name: s["status"] for name, s in steps.items()} == {
-        "environment": "passed", "dataset": "passed", "train_64": "passed", "train_224": "skipped",
+        "environment": "passed", "real_data": "skipped", "recipe_224": "skipped", "dataset": "passed",
+        "train_64": "passed", "train_224": "skipped",
         "reference_64": "skipped", "checkpoint_cpu": "skipped", "host_syncs": "skipped", "two_processes": "skipped",
         "compile_64": "skipped", "deterministic_64": "skipped"}
     assert report["skipped_for_budget"] == ["train_224", "two_processes"]
@@ -183,3 +240,198 @@ def environ(pid: str) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
+
+
+# --------------------------------------------------------------------------------------
+# The report's recipe on the real archive, and the archive's way to a lent machine
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sample_archive(tmp_path_factory) -> Path:
+    """A zip in the real archive's layout - generated images, 16 classes of one train and one
+    validation image each: every code path of the real one, trained at 224px in seconds here."""
+    from dlreport.tinyimagenet import generate_sample
+
+    base = tmp_path_factory.mktemp("archive")
+    root = generate_sample(base / "tiny-imagenet-200", seed=0, train_per_class=1, val_per_class=1, test_images=0,
+                           grayscale_fraction=0.1, noise=0.3)
+    keep = sorted((root / "wnids.txt").read_text().split())[:16]
+    (root / "wnids.txt").write_text("".join(f"{wnid}\n" for wnid in keep))
+    for folder in (root / "train").iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+    annotations = [line for line in (root / "val" / "val_annotations.txt").read_text().splitlines()
+                   if line.split("\t")[1] in keep]
+    (root / "val" / "val_annotations.txt").write_text("".join(f"{line}\n" for line in annotations))
+    kept = {line.split("\t")[0] for line in annotations}
+    for image in (root / "val" / "images").iterdir():
+        if image.name not in kept:
+            image.unlink()
+    return Path(shutil.make_archive(str(base / "tiny-imagenet-200"), "zip", base, "tiny-imagenet-200"))
+
+
+def payload(*args: str, tool: Path = PAYLOAD, python: list[str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*(python or [sys.executable]), str(tool), *args], cwd=tool.parent.parent, env=env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def rejoin_on_a_bare_machine(parts: Path, machine: Path) -> Path:
+    """What the device calls do: the tool in a tree of its own, each part arriving in a call of its
+    own and checked there by a Python without site-packages (stdlib alone), then the join."""
+    (machine / "tools").mkdir(parents=True)
+    shutil.copy(PAYLOAD, machine / "tools")
+    arrived = machine / ".gpu_payload"
+    arrived.mkdir()
+    manifest = json.loads((parts / "manifest.json").read_text())
+    bare = [sys.executable, "-S", "-I"]
+    for k, part in enumerate(manifest["parts"], 1):
+        shutil.copy(parts / "manifest.json", arrived)
+        shutil.copy(parts / part["name"], arrived)
+        received = payload("receive", str(k), tool=machine / "tools" / "gpu_payload.py", python=bare)
+        assert received.returncode == 0 and f"part {k} of {len(manifest['parts'])} whole" in received.stdout, received
+    joined = payload("assemble", tool=machine / "tools" / "gpu_payload.py", python=bare)
+    assert joined.returncode == 0 and f"md5 {manifest['md5']}" in joined.stdout, joined
+    return arrived / manifest["archive"]
+
+
+def test_the_archive_travels_in_parts_and_rejoins_whole(tmp_path: Path, sample_archive: Path):
+    built = payload("--dir", str(tmp_path / "parts"), "build", "--archive", str(sample_archive), "--parts", "3",
+                    "--md5", md5(sample_archive))
+    assert built.returncode == 0, built
+    manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
+    assert manifest["md5"] == md5(sample_archive) and len(manifest["parts"]) == 3
+    assert sum(p["bytes"] for p in manifest["parts"]) == sample_archive.stat().st_size
+    # The reference digests are relabel_val's arrays, decoded here.
+    assert manifest["reference"]["train"]["shape"] == [16, 3, 64, 64]
+    joined = rejoin_on_a_bare_machine(tmp_path / "parts", tmp_path / "machine")
+    assert joined.read_bytes() == sample_archive.read_bytes()
+    # A part damaged on the way is refused (and removed, so that only it is sent again); the join
+    # then names what is missing.
+    machine = tmp_path / "machine"
+    damaged = machine / ".gpu_payload" / manifest["parts"][1]["name"]
+    damaged.write_bytes(b"x" + damaged.read_bytes()[1:])
+    tool = machine / "tools" / "gpu_payload.py"
+    refused = payload("receive", "2", tool=tool)
+    assert refused.returncode and "send part 2 again" in refused.stderr and not damaged.exists(), refused
+    missing = payload("assemble", tool=tool)
+    assert missing.returncode and "part(s) 2 of 3 are not here" in missing.stderr, missing
+    # The device calls: each carries the manifest and its part; only the first and last run the check.
+    calls = [json.loads(line) for line in payload("--dir", str(tmp_path / "parts"), "plan").stdout.splitlines()
+             if line.startswith("{")]
+    assert [c["carry"] for c in calls] == [[".gpu_payload/manifest.json", f".gpu_payload/{p['name']}"]
+                                           for p in manifest["parts"]]
+    assert "--only environment" in calls[0]["command"] and "--only real_data,recipe_224" in calls[-1]["command"]
+    assert all(c["timeout_s"] <= 600 for c in calls)
+
+
+@needs_shared(REAL_ARCHIVE)
+def test_the_real_archive_fits_the_calls_in_four_parts(tmp_path: Path):
+    built = payload("--dir", str(tmp_path / "parts"), "build", "--archive", str(REAL_ARCHIVE), "--md5",
+                    REAL_ARCHIVE_MD5, "--reference", "none")
+    assert built.returncode == 0, built
+    manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
+    assert len(manifest["parts"]) == 4, built.stdout  # 242 MB beside this working tree, 64 MiB a call
+    assert built.stdout.count("(fits)") == 4, built.stdout
+    joined = rejoin_on_a_bare_machine(tmp_path / "parts", tmp_path / "machine")
+    assert joined.stat().st_size == REAL_ARCHIVE.stat().st_size
+
+
+def test_the_reports_recipe_runs_with_the_lent_images_packages(tmp_path: Path, sample_archive: Path):
+    """real_data and recipe_224 as the last device call runs them, on the generated archive, with
+    the image's packages alone; the time runs out after epoch 2 of 3 (--stop-after), so the run is
+    cut to 2 epochs, evaluated and diffed on them, and packed."""
+    built = payload("--dir", str(tmp_path / "parts"), "build", "--archive", str(sample_archive))
+    assert built.returncode == 0, built
+    manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
+    result, report = run_check(tmp_path, "--archive", str(sample_archive), "--manifest",
+                               str(tmp_path / "parts" / "manifest.json"), "--only", "real_data,recipe_224",
+                               "--recipe-epochs", "3", "--stop-after", "2", "--results", "results",
+                               environment=lent_image_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and report["passed"], output
+    steps = report["steps"]
+    assert [n for n, s in steps.items() if s["status"] == "passed"] == ["real_data", "recipe_224"], output
+    real = steps["real_data"]
+    assert real["archive_md5"] == manifest["md5"] and real["train_images"] == real["val_images"] == 16
+    assert real["decoded_as_where_built"] is True  # the same pixels as relabel_val's here
+    recipe = steps["recipe_224"]
+    assert (recipe["epochs_planned"], recipe["epochs_trained"], recipe["stopped_for_time"]) == (3, 2, True)
+    assert recipe["evaluated_epochs"] == [1, 2] and recipe["diff"]["epoch_a"] == 1 and recipe["diff"]["epoch_b"] == 2
+    assert "=> epoch 2/3 took" in result.stdout  # the epochs as they end, in the check's own output
+    # The results: small files at their project paths, no checkpoint.
+    with tarfile.open(tmp_path / "results" / "recipe_224.tar.gz") as tar:
+        names = set(tar.getnames())
+        read = lambda name: tar.extractfile(name).read().decode()  # noqa: E731
+        curves = "runs/resnet/cpu/dvclive/plots/metrics"
+        assert {"metrics/train_resnet_cpu.json", "metrics/eval.json", "metrics/diff_predictions.json",
+                "runs/eval/predictions_epoch_01.csv", "runs/eval/predictions_epoch_02.csv",
+                "reports/diff_predictions/summary.json", f"{curves}/val/acc1.tsv", f"{curves}/train/loss.tsv",
+                "gpu_run/params.yaml", "gpu_run/run.json", "gpu_run/logs/recipe_224_train.log"} <= names, names
+        assert not [n for n in names if n.endswith(".pt")]
+        summary = json.loads(read("metrics/train_resnet_cpu.json"))
+        assert summary["status"] == "trained" and summary["epochs"] == 2
+        # The recipe block the pipeline's training summary carries (dlreport/recipe.py): 224px as
+        # main.py, the run cut to its 2 epochs, the archive by its md5.
+        assert summary["recipe"]["input_size"] == 224 and summary["recipe"]["epochs"] == 2
+        assert summary["recipe"]["eval_transform"] == "Resize(256) + CenterCrop(224)"
+        assert summary["recipe"]["data"]["md5"] == manifest["md5"]
+        assert summary["recipe"]["data"]["train_images"] == summary["recipe"]["data"]["val_images"] == 16
+        assert read(f"{curves}/val/acc1.tsv").splitlines()[0] == "step\tacc1"
+        assert [line.split("\t")[0] for line in read(f"{curves}/val/acc1.tsv").splitlines()[1:]] == ["1", "2"]
+        evaluated = json.loads(read("metrics/eval.json"))
+        assert (evaluated["first"]["epoch"], evaluated["last"]["epoch"]) == (1, 2)
+        assert json.loads(read("reports/diff_predictions/summary.json"))["images"] == 16
+        ran_params = yaml.safe_load(read("gpu_run/params.yaml"))
+        ran = ran_params["resnet"]
+        assert ran_params["tinyimagenet"]["source"] == sample_archive.as_uri()  # the ledger: real images, not generated
+        assert ran_params["tinyimagenet"]["md5"] == manifest["md5"]
+        assert "all 2 epochs already trained" in read("gpu_run/logs/recipe_224_finish.log")
+    # The report's recipe: 224px; everything else as params.yaml (keep_epochs: every epoch, which
+    # changes which weights are kept, not the weights; epochs: those trained).
+    committed = read_params(REPO / "params.yaml")["resnet"]
+    assert ran == {**committed, "input_size": 224, "epochs": 2, "keep_epochs": "all"}
+
+
+def load_check():
+    return sys.modules.get("gpu_check") or load_check_module()
+
+
+def test_params_yaml_reads_the_same_with_pyyaml():
+    """On the lent machine the check reads params.yaml with PyYAML (its image has no ruamel.yaml):
+    for the committed file the two must agree (YAML 1.1 and 1.2 differ on yes/no, 1e-4, 010...)."""
+    assert load_check().read_params_pyyaml(REPO / "params.yaml") == read_params(REPO / "params.yaml")
+
+
+def test_the_epoch_budget_stops_where_the_next_epoch_would_not_fit():
+    now = [0.0]
+    budget = load_check().EpochBudget(deadline=100.0, clock=lambda: now[0], say=lambda line: None)
+    ended = []
+    for epoch, at in enumerate((30.0, 50.0, 70.0, 88.0), 1):  # the first epoch counts the start-up
+        now[0] = at
+        assert not budget("Epoch: [1][1/1]\tTime ...")
+        ended.append(budget(f"=> epoch {epoch}/20 took {at:.0f} s; ETA ..."))
+    # after epoch 3 (at 70 s, 20 s an epoch): 70 + 1.05 * 20 + 1 = 92 <= 100, go on; after 4 (at
+    # 88 s, 18 s): 88 + 19.9 > 100, stop
+    assert ended == [False, False, False, True] and budget.stopped_after == 4
+    last = load_check().EpochBudget(deadline=0.0, clock=lambda: 1.0, say=lambda line: None)
+    assert not last("=> epoch 20/20 took 1 s")  # the run's own end: nothing to stop
+    assert [load_check().evaluated_epochs(n) for n in (20, 18, 17, 7, 2, 1)] == [
+        [7, 18], [7, 18], [7, 17], [1, 7], [1, 2], [1]]
+
+
+def test_curves_are_written_as_dvclive_writes_them(tmp_path: Path):
+    """recipe_224 writes the per-epoch curves itself (the lent machine has no dvclive): the same
+    files, byte for byte, as dlreport.runlog's RunLogger has DVCLive write."""
+    pytest.importorskip("dvclive")
+    from dlreport.runlog import EPOCH_METRICS, RunLogger
+
+    history = [{"epoch": e, **{name: 1.0 / (e + i) for i, name in enumerate(EPOCH_METRICS)}, "lr": 0.1}
+               for e in (1, 2, 3)]
+    RunLogger(tmp_path / "dvclive_run", history, say=lambda line: None).close()
+    load_check().write_curves(tmp_path / "ours", history)
+    for name in EPOCH_METRICS:
+        path = Path("dvclive") / "plots" / "metrics" / f"{name}.tsv"
+        assert (tmp_path / "ours" / path).read_bytes() == (tmp_path / "dvclive_run" / path).read_bytes(), name
