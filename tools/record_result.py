@@ -36,6 +36,11 @@ def main() -> None:
     shutil.copytree(args.run / "reports" / "report", out / "report")
     for name in ("claims.md", "claims.json"):
         shutil.copy2(args.run / "reports" / name, out / name)
+    # the words generated and the context probe's findings and claims (a few kB), where the run has them
+    for rel in ("generated.txt", "context_probe/findings.md", "context_probe/claims.json"):
+        if (args.run / "reports" / rel).is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(args.run / "reports" / rel, out / rel)
     # the ResNet-18 run's per-epoch curves (DVCLive's TSVs: a few hundred bytes each)
     shutil.copytree(args.run / "runs" / "resnet" / "cpu" / "dvclive" / "plots" / "metrics", out / "curves")
     for path in sorted((args.run / "metrics").rglob("*.json")):
