@@ -78,6 +78,7 @@ def test_dvc_metrics_show_of_the_committed_default_run_is_narrow(clone: Path):
     epochs, test_ppl, ...) and few of them keep it readable. Curves and per-k tables are plots."""
     shown = run(["dvc", "metrics", "show"], cwd=clone).stdout.splitlines()
     header = shown[0]
-    assert len(header) <= 1200, f"{len(header)} characters: {header}"
+    # (1,600: the training summaries carry the recipe and corpus they ran, which the ledger judges by)
+    assert len(header) <= 1600, f"{len(header)} characters: {header}"
     files = {line.split()[0] for line in shown[1:] if line.strip()}
     assert files == {str(p.relative_to(clone)) for p in (clone / "metrics").rglob("*.json")}, files

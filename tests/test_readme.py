@@ -421,12 +421,14 @@ COVERED: dict[str, list[str]] = {
     # docs/results/tinyimagenet-real-cpu-224-epoch1: the report's recipe, one epoch, aimed at train_resnet@cpu.
     "dvc exp run -n real224 -S tinyimagenet.source=file://$PWD/../shared/data/tiny-imagenet-200.zip "
     "-S tinyimagenet.md5=5cac8f5f2794de738ffdaaeb12735df9 -S resnet.input_size=224 -S resnet.epochs=1 "
-    "-S 'eval.epochs=[1]' -S diff.a=1 -S diff.b=1 train_resnet@cpu":
+    "train_resnet@cpu":
         [REAL_ARCHIVE, "tests/test_fresh_clone.py::test_the_reports_recipe_at_224"],
     "python tools/record_result.py <scratch project> docs/results/<name> --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/record_result.py <scratch project> docs/results/tinyimagenet-real-cpu --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
+    "python tools/rejudge_result.py docs/results/tinyimagenet-real-cpu":
+        ["tests/test_claims.py::test_the_recorded_real_run_is_judged_by_todays_rules"],
     "python tools/rejudge_result.py docs/results/<name>":
         ["tests/test_claims.py::test_the_recorded_real_run_is_judged_by_todays_rules"],
     "dvc update data.dvc": [WIKITEXT],
