@@ -45,7 +45,7 @@ REPORT_EPOCHS = 20
 
 def portable_source(source: str, root: str | os.PathLike = ".") -> str:
     """A data source as a project would record it: a ``file://`` URL or a local path becomes a
-    path relative to the project root (``../shared/data/x.zip``), never this machine's path."""
+    path relative to the project root (``../data/x.zip``), never this machine's path."""
     if source == "sample":
         return source
     parsed = urlparse(source)

@@ -1,7 +1,7 @@
 """The real Tiny-ImageNet archive, carried to a lent GPU machine in parts that fit its calls.
 
-A call of the device tool carries at most 64 MiB - the working tree included - and ../shared does
-not travel, so the 242 MB archive goes in byte-parts over consecutive calls while the machine is
+A call of the device tool carries at most 64 MiB - the working tree included - and nothing outside
+the checkout travels, so the 242 MB archive goes in byte-parts over consecutive calls while the machine is
 warm, each part checked (md5) on the call that brings it, then joined and checked whole against the
 archive's md5 - the one params.yaml's tinyimagenet.md5 takes - before the pipeline's own data stages
 (download_tinyimagenet with a file:// source, relabel_val) extract and decode it there. The JPEGs
@@ -11,7 +11,7 @@ losslessly to 1.0-1.2 GB (docs/gpu-check.md), four to five times the archive.
 Here (the parts go to .gpu_payload/, which git ignores; the reference digests of the decoded arrays
 come from relabel_val's code run here, so the GPU run can say whether it decoded the same pixels):
 
-    python tools/gpu_payload.py build --archive ../shared/data/tiny-imagenet-200.zip \\
+    python tools/gpu_payload.py build --archive /path/to/tiny-imagenet-200.zip \\
         --md5 5cac8f5f2794de738ffdaaeb12735df9
     python tools/gpu_payload.py plan         # the device calls, re-checked against today's tree
 
