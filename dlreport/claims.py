@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from dlreport.evaluation import mcnemar_log10_p
-from dlreport.recipe import REPORT_RECIPE_NAME, describe_recipe, differences
+from dlreport.recipe import REPORT_EPOCHS, REPORT_RECIPE_NAME, describe_recipe, differences
 from dlreport.report import Inputs
 from dlreport.reporting import render_template
 from dlreport.stats import LEVEL, interval, resample_weights, resampled_means
@@ -36,7 +36,6 @@ VERDICTS = (SUPPORTED, CONTRADICTED, NOT_COMPARABLE, NOT_MEASURABLE)
 # ---------------------------------------------------------------------------------------------
 # What the report said (its figures, as it gives them)
 
-REPORT_EPOCHS = 20
 REPORT_LAYERS = {  # its table: each block's output for one 64x64 image (H x W x C)
     "conv1": "32x32x64", "maxpool": "16x16x64", "layer1": "16x16x64", "layer2": "8x8x128",
     "layer3": "4x4x256", "layer4": "2x2x512", "avgpool": "1x1x512", "fc": "200"}
@@ -456,7 +455,7 @@ class Ledger:
         ours = (f"{diff['differing']:,} of {diff['images']:,} ({100 * share:.1f}%); only epoch 7 right "
                 f"{diff['only_a_right']:,}, only epoch 18 right {diff['only_b_right']:,}; McNemar log10 p = "
                 f"{mcnemar_log10_p(diff['only_a_right'], diff['only_b_right']):.1f}")
-        run = (self.inputs.json("metrics/eval.json") or {}).get("run")
+        run = self.evaluated_run()
         self.add("C9", statement, report, rule, gate=self.recipe_gate(run) if run else "",
                  measured=(share >= MANY_DIFFERING_SHARE, ours))
 

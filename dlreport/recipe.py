@@ -55,10 +55,12 @@ def portable_source(source: str, root: str | os.PathLike = ".") -> str:
     return os.path.relpath(os.path.abspath(path), os.path.abspath(root))
 
 
-def data_record(source: str, md5: str | None, train_images: int, val_images: int) -> dict:
-    """What a run trained on: its source (as ``portable_source`` writes it), the archive's md5
-    where params.yaml names it, and the image counts."""
-    return {"source": portable_source(source), "md5": md5, "train_images": train_images, "val_images": val_images}
+def data_record(source: str, md5: str | None, train_images: int, val_images: int,
+                root: str | os.PathLike = ".") -> dict:
+    """What a run trained on: its source (as ``portable_source`` writes it, relative to ``root``),
+    the archive's md5 where params.yaml names it, and the image counts."""
+    return {"source": portable_source(source, root), "md5": md5, "train_images": train_images,
+            "val_images": val_images}
 
 
 def effective_schedule(schedule: str, step_size: int, epochs: int) -> str:

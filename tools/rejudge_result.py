@@ -66,8 +66,8 @@ def main() -> None:
         summary = json.loads(path.read_text()) if path.exists() else {}
         if summary.get("status") == "trained" and "recipe" not in summary:
             counts = json.loads((result / "metrics" / "dataset.json").read_text())
-            data = {**data_record(params["tinyimagenet"].source, params["tinyimagenet"].md5, counts["train_images"],
-                                  counts["val_images"]), "source": portable_source(params["tinyimagenet"].source, ROOT)}
+            data = data_record(params["tinyimagenet"].source, params["tinyimagenet"].md5, counts["train_images"],
+                               counts["val_images"], ROOT)
             summary["recipe"] = resnet_recipe(params["resnet"], data)
             write_json(path, summary)
             notes.append(f"metrics/train_resnet_{variant}.json: recipe added when judged again, from the params "
