@@ -16,17 +16,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import os
+import pickle
 import random
+import re
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
 from dlreport.errors import PipelineError
+from dlreport.faults import writing
 from dlreport.params import ResnetParams
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
@@ -45,6 +50,11 @@ def resume_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "resume.pt"
 
 
+def training_stage(run_dir: Path) -> str:
+    """The stage that writes a run folder's checkpoints (runs/resnet/<variant>)."""
+    return f"train_resnet@{Path(run_dir).name}"
+
+
 def saved_epochs(run_dir: Path) -> list[int]:
     """The epochs whose weights are saved (epoch_NN.pt files)."""
     folder = Path(run_dir) / "checkpoints"
@@ -61,32 +71,79 @@ def keeps_weights(recipe: ResnetParams, epoch: int) -> bool:
 # --------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------
-def save_atomic(state: dict, path: Path) -> None:
-    """A new file renamed into place: complete or absent, and never an existing file rewritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_atomic(state: dict, path: Path, what: str = "a checkpoint") -> None:
+    """A new file renamed into place: complete or absent, and never an existing file rewritten.
+
+    The state is serialised in memory first, so a full disk is a plain OSError about this file
+    (torch.save writing to disk reports it as "unexpected pos ..."), with the file's size; the
+    temporary is removed on any failure or stop signal."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # one left by a killed write is replaced by a new file, not rewritten
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with writing(path, what, buffer.getbuffer().nbytes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)  # one left by a killed write is replaced by a new file, not rewritten
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getbuffer())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
-def load_checkpoint(path: Path, remedy: str = "re-run the training stage to recreate it") -> dict:
+def load_checkpoint(path: Path, stage: str | None = None, expect: tuple[str, ...] = ("epoch",)) -> dict:
     """Load a checkpoint (a ResNet run's or a language model's) as data only (weights_only=True):
-    unpickling never runs code. A truncated or foreign file is a PipelineError naming it."""
+    unpickling never runs code. A file that is not one - truncated, random bytes, another program's,
+    a newer PyTorch's, a PyTorch file without the ``expect`` keys - is a PipelineError naming it,
+    what is wrong and how ``stage`` (default: the training stage of the run folder it is in) brings it back."""
+    path = Path(path)
+    stage = stage or training_stage(path.parent.parent)
+    recover = (f"Restore the last committed one with `dvc checkout {stage}`, or delete it and re-run "
+               f"`dvc repro {stage}`")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated (EOFError), not a zip (RuntimeError), foreign pickles (UnpicklingError)
-        raise PipelineError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]}). Delete it and "
-                            f"{remedy}.") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every way a file can fail to load is reported the same way
+        raise PipelineError(f"{path}: not a readable checkpoint ({why_unreadable(path, error)}). {recover}.") from None
+    missing = [key for key in expect if key not in state] if isinstance(state, dict) else list(expect)
+    if missing:
+        raise PipelineError(f"{path}: not a readable checkpoint (a PyTorch file, but not one this project writes: it "
+                            f"has no {', '.join(repr(k) for k in missing)}). {recover}.")
+    return state
+
+
+def why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file torch.load refused, in the user's terms. Never torch's own advice:
+    for a file it will not unpickle that is to load it with weights_only=False, which runs any code
+    the file holds."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return "the file is empty: a write that never finished, or a copy that failed"
+    if head != b"PK\x03\x04":
+        return "not a PyTorch checkpoint at all: random bytes, or a file of another kind"
+    if not zipfile.is_zipfile(path):
+        return "truncated or damaged: its zip directory is missing, as after a write or copy that was cut off"
+    newer = re.search(r"version (\d+), but the maximum supported version for reading is (\d+)", str(error))
+    if newer:
+        return (f"written by a newer PyTorch, format version {newer[1]}; this torch {torch.__version__} reads up "
+                f"to {newer[2]}: use the environment requirements.txt locks")
+    foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if foreign:
+        return (f"it holds a Python object of type {foreign[1]}, which this project never saves: another "
+                f"program's file? It is not loaded, because loading it would run that program's code")
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects this project never saves; it is not loaded, because that could run code"
+    return f"damaged: {type(error).__name__} while reading it"
 
 
 def save_epoch(run_dir: Path, recipe: ResnetParams, weights: dict, resume: dict) -> None:
     """After an epoch: its weights file (if kept), then the resume state - in this order (see
     above) - each also linked into the run's progress folder."""
     if keeps_weights(recipe, weights["epoch"]):
-        save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]))
+        save_atomic(weights, checkpoint_path(run_dir, weights["epoch"]), f"the weights of epoch {weights['epoch']}")
         _link(checkpoint_path(run_dir, weights["epoch"]), progress_path(run_dir, recipe))
-    save_atomic(resume, resume_path(run_dir))
+    save_atomic(resume, resume_path(run_dir), f"the resume state after epoch {resume['epoch']}")
     _link(resume_path(run_dir), progress_path(run_dir, recipe))
 
 
@@ -135,11 +192,16 @@ def _link(source: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     target, tmp = folder / source.name, folder / f".{source.name}.tmp"
     tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copy2(source, tmp)
-    os.replace(tmp, target)
+    with writing(target, f"a link to {source.name} (a copy where links fail)"):
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copy2(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
@@ -153,7 +215,7 @@ def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
     if not (progress / "resume.pt").exists():
         shutil.rmtree(progress, ignore_errors=True)  # nothing resumable (killed before its first epoch)
         return
-    ahead = load_checkpoint(progress / "resume.pt")
+    ahead = load_checkpoint(progress / "resume.pt", training_stage(run_dir))
     if recipe_differences(ahead.get("recipe", {}), recipe, ahead["epoch"]):
         stale = run_dir.parent / f".{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}-progress"
         shutil.move(str(progress), str(stale))
@@ -162,7 +224,7 @@ def recover_progress(run_dir: Path, recipe: ResnetParams, log=print) -> None:
     current = resume_path(run_dir)
     if current.exists() and os.path.samefile(current, progress / "resume.pt"):
         return  # the run folder holds this progress (a plain re-run after an interruption)
-    held = load_checkpoint(current) if current.exists() else None
+    held = load_checkpoint(current, training_stage(run_dir)) if current.exists() else None
     held_differs = held is not None and recipe_differences(held.get("recipe", {}), recipe, held["epoch"])
     if held is not None and not held_differs and held["epoch"] >= ahead["epoch"]:
         shutil.rmtree(progress)  # the run folder is as far or further
@@ -250,7 +312,7 @@ def cut_to_epochs(run_dir: Path, recipe: ResnetParams, state: dict, log) -> dict
     kept = checkpoint_path(run_dir, epochs)
     if not kept.exists():
         return None
-    weights = load_checkpoint(kept)
+    weights = load_checkpoint(kept, training_stage(run_dir))
     later = [checkpoint_path(run_dir, e) for e in saved_epochs(run_dir) if e > epochs] + [resume_path(run_dir)]
     where = set_aside(run_dir, later)
     short = cut_state(state, weights, recipe)
@@ -349,7 +411,7 @@ def find_resume_point(run_dir: Path, recipe: ResnetParams, log=print) -> tuple[d
             move_aside(run_dir, "have no resume.pt (the old format, or a run killed before its first "
                                 "epoch was saved)", log)
         return None, 1
-    state = load_checkpoint(resume_path(run_dir))
+    state = load_checkpoint(resume_path(run_dir), training_stage(run_dir))
     trained, saved = state["epoch"], state.get("recipe", {})
     differences = recipe_differences(saved, recipe, trained)
     only_epochs = len(differences) == 1 and differences[0].startswith("epochs:")

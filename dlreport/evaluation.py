@@ -15,7 +15,7 @@ from dlreport.models import build_resnet18
 from dlreport.params import DiffParams, EvalParams
 from dlreport.progress import progress
 from dlreport.tinyimagenet import load_classes, load_split_tensors
-from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs
+from dlreport.checkpoints import checkpoint_path, load_checkpoint, saved_epochs, training_stage
 from dlreport.devices import autocast_dtype
 from dlreport.training import evaluate_images
 
@@ -61,7 +61,7 @@ def resolve_epochs(spec, run_dir: Path) -> list[int]:
 def evaluate_epoch(run_dir: Path, epoch: int, images: torch.Tensor, labels: torch.Tensor, *,
                    batch_size: int, device: torch.device, log=print) -> tuple[dict, torch.Tensor]:
     """Loss/Acc@1/Acc@5 of one checkpoint on the validation images, and its logits."""
-    state = load_checkpoint(checkpoint_path(run_dir, epoch))
+    state = load_checkpoint(checkpoint_path(run_dir, epoch), training_stage(run_dir))
     recipe = state["recipe"]
     model = build_resnet18(state["num_classes"], recipe["stem"])
     model.load_state_dict(state["model"])

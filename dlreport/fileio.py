@@ -1,4 +1,5 @@
-"""Atomic writes: an output appears complete or not at all."""
+"""Atomic writes: an output appears complete or not at all; a full disk or an unwritable folder
+is a DiskError naming the output (``faults.writing``), its temporary removed."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from dlreport.faults import writing
 
 
 def _umask() -> int:
@@ -41,39 +44,41 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     run left is removed by the next one.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
-        if final.exists():
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            yield tmp
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 @contextlib.contextmanager
 def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(fd)
-    try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output should not be
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(final)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.close(fd)
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output should not be
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

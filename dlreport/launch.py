@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import torch
 
 from dlreport.devices import choose_backend
 from dlreport.errors import PipelineError
+from dlreport.faults import Stopped
 from dlreport.fileio import read_json, write_json
 from dlreport.gpulease import host_gpu_count, leased_gpus
 from dlreport.params import ResnetParams, ResnetRunParams, TinyImageNetParams
@@ -101,12 +104,52 @@ def run_torchrun(recipe: ResnetParams, name: str, nproc: int, nnodes: int, lease
                 "--out", out, "--summary", summary]
     print("=> " + " ".join(command), flush=True)
     # torchrun holds the lease's lock files too, so the GPUs stay leased while it runs even if this
-    # process is killed first
-    result = subprocess.run(command, pass_fds=lease_handles)
-    if result.returncode:
-        raise PipelineError(f"torchrun for train_resnet@{name} exited with status {result.returncode} "
+    # process is killed first. It runs in its own session, so a Ctrl-C at the terminal reaches this
+    # process only, which stops torchrun and its workers in order (``stop_torchrun``).
+    torchrun = subprocess.Popen(command, pass_fds=lease_handles, stderr=subprocess.PIPE, start_new_session=True)
+    relay = StderrRelay(torchrun.stderr)
+    try:
+        status = torchrun.wait()
+    except Stopped as stopped:
+        stop_torchrun(torchrun, relay, stopped.signum)
+        stopped.said = relay.kept > 0
+        raise
+    relay.join()
+    if status:
+        raise PipelineError(f"torchrun for train_resnet@{name} exited with status {status} "
                             f"(see its output above); checkpoints of completed epochs are kept in "
                             f"{out}/checkpoints/resume.pt and the next run resumes from it.")
+
+
+class StderrRelay(threading.Thread):
+    """Copies torchrun's stderr (its workers' too) to ours, line by line; once ``muted``, only the
+    workers' own ``error:`` lines pass (not torchrun's report of the signal it forwarded)."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream, self.muted, self.kept = stream, False, 0
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            if self.muted and not line.startswith(b"error: "):
+                continue
+            self.kept += self.muted
+            sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
+
+
+def stop_torchrun(torchrun: subprocess.Popen, relay: StderrRelay, signum: int) -> None:
+    """Pass the stop signal to torchrun, which passes it to every worker and waits for them (SIGKILL
+    after 30 s); each worker removes its temporaries and rank 0 says where the run was."""
+    relay.muted = True
+    torchrun.send_signal(signum)
+    try:
+        torchrun.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(torchrun.pid, signal.SIGKILL)
+        torchrun.wait()
+    relay.join(timeout=10)
 
 
 def train_worker(recipe: ResnetParams, name: str, variant: ResnetRunParams, dataset: TinyImageNetParams,

@@ -30,6 +30,7 @@ from dlreport import checkpoints
 from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_kernels, gpus_used, hardware,
                               init_distributed)
 from dlreport.errors import PipelineError
+from dlreport.faults import Fault, Stopped, ensure_space, size_text, writing
 from dlreport.models import build_resnet18, use_gemm_convolutions
 from dlreport.params import ResnetParams
 from dlreport.progress import eta_line
@@ -291,7 +292,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
         dist.broadcast_object_list(box, src=0)
         start_epoch = box[0]
         if not ctx.main and start_epoch > 1:
-            state = checkpoints.load_checkpoint(checkpoints.resume_path(run_dir))
+            state = checkpoints.load_checkpoint(checkpoints.resume_path(run_dir), checkpoints.training_stage(run_dir))
     history: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -302,12 +303,19 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
             checkpoints.set_rng_state(state["rng"])
         history = list(state["history"])
 
-    logger = RunLogger(run_dir, history, say) if ctx.main else None
+    if ctx.main:
+        ensure_training_space(run_dir, recipe, model, step_fn.optimizer, start_epoch)
+    # A finished run's logs are rebuilt only where they are missing: a re-run that trains nothing
+    # writes nothing but its summary (so a full disk then costs no output).
+    rebuild = start_epoch <= recipe.epochs or not all((run_dir / name).is_dir() for name in ("dvclive", "tensorboard"))
+    with writing(run_dir, "the DVCLive and TensorBoard logs"):
+        logger = RunLogger(run_dir, history, say) if ctx.main and rebuild else None
     say(f"=> training {recipe.epochs} epochs on {ctx.world} process(es), "
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
         f"{len(data.train_images)} train / {len(data.val_images)} val images"
         + (", deterministic kernels" if torch.are_deterministic_algorithms_enabled() else ""))
     timed: list[float] = []  # the epochs this process trains (a resumed run's earlier ones ran elsewhere)
+    epoch, saved, finished = start_epoch, start_epoch - 1, False
     try:
         for epoch in range(start_epoch, recipe.epochs + 1):
             lr = step_fn.optimizer.param_groups[0]["lr"]
@@ -328,20 +336,61 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
                     **weights, "optimizer": step_fn.optimizer.state_dict(),
                     "scheduler": step_fn.scheduler.state_dict(), "scaler": step_fn.scaler.state_dict(),
                     "rng": checkpoints.rng_state(), "history": history})
-                logger.log(metrics)
+                saved = epoch
+                with writing(run_dir, "the DVCLive and TensorBoard logs"):
+                    logger.log(metrics)
                 timed.append(metrics["epoch_seconds"])
                 say(f"=> {eta_line(epoch, recipe.epochs, timed)}")
             if ctx.world > 1:
                 dist.barrier()
+        finished = True
+    except (Stopped, Fault) as fault:
+        raise fault.add(where_stopped(run_dir, recipe, epoch, saved))
     finally:
         if logger:
-            logger.close()
+            close_logs(logger, run_dir, report=finished)
     if ctx.world > 1:
         dist.destroy_process_group()
     if not ctx.main:
         return None
     checkpoints.finish(run_dir, recipe)
     return summarize(history, ctx, amp)
+
+
+def where_stopped(run_dir: Path, recipe: ResnetParams, epoch: int, saved: int) -> str:
+    """"during epoch 6 of 20; epochs 1-5 are saved in ...; re-run to resume from epoch 6"."""
+    epoch = max(epoch, saved + 1)  # (stopped between an epoch's end and the next one's start: that next one)
+    if saved >= recipe.epochs:
+        return f"after its last epoch; all {recipe.epochs} epochs are saved in {run_dir}/checkpoints; re-run to finish"
+    kept = (f"epochs 1-{saved} are saved" if saved > 1 else "epoch 1 is saved") if saved else "no epoch is saved yet"
+    return (f"during epoch {epoch} of {recipe.epochs}; {kept} in {run_dir}/checkpoints; re-run to "
+            + (f"resume from epoch {saved + 1}" if saved else "start again"))
+
+
+def ensure_training_space(run_dir: Path, recipe: ResnetParams, model: nn.Module, optimizer, start_epoch: int) -> None:
+    """Stop before the first epoch when the disk cannot hold the checkpoints this run will write:
+    the kept epochs' weights, and the resume state written beside the last one before it is
+    replaced (hard links into the progress folder and into DVC's cache take no space)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    momentum = sum(p.numel() * p.element_size() for p in model.parameters()) if recipe.momentum > 0 else 0
+    resume = weights + momentum  # (SGD keeps one momentum buffer a parameter)
+    kept = [e for e in range(start_epoch, recipe.epochs + 1) if checkpoints.keeps_weights(recipe, e)]
+    if not kept and start_epoch > recipe.epochs:
+        return
+    need = len(kept) * weights + resume
+    ensure_space(run_dir, need, f"training epochs {start_epoch}-{recipe.epochs} ({len(kept)} kept checkpoint(s) of "
+                                f"{size_text(weights)} and a resume state of {size_text(resume)})",
+                 "free space, or keep fewer epochs' weights (e.g. dvc exp run -S 'resnet.keep_epochs=[7,18]'), and re-run")
+
+
+def close_logs(logger: RunLogger, run_dir: Path, report: bool) -> None:
+    """Close the logs; a failure to (a full disk) is reported only if nothing else failed first."""
+    try:
+        with writing(run_dir, "the DVCLive and TensorBoard logs"):
+            logger.close()
+    except (Exception, Stopped):
+        if report:
+            raise
 
 
 def summarize(history: list[dict], ctx: Dist, amp) -> dict:

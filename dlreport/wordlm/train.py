@@ -41,6 +41,7 @@ from dlreport.checkpoints import load_checkpoint
 from dlreport.params import LMModelParams, LMTrainParams, lm_model
 from dlreport.devices import autocast_dtype, hardware, keep_freed_memory, precision_name
 from dlreport.errors import PipelineError
+from dlreport.faults import Fault, Stopped, disk_error
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.progress import eta_line
 from dlreport.wordlm.corpus import Corpus, batchify, get_batch
@@ -258,7 +259,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
         path = path / CHECKPOINT
     if not path.is_file():
         raise PipelineError(f"{path}: no trained model there; run `dvc repro train_wordlm@{path.parent.name}` first")
-    state = load_checkpoint(path, f"run `dvc repro --force train_wordlm@{path.parent.name}`")
+    state = load_checkpoint(path, f"train_wordlm@{path.parent.name}", expect=("state_dict", "config", "vocab"))
     model = build_model(lm_model(state["config"]), state["config"]["ntokens"])
     model.load_state_dict(state["state_dict"])
     model.eval()
@@ -306,35 +307,43 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
         start = time.time()
         nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
         epoch_times = []
-        for epoch in range(1, epochs + 1):
-            epoch_start = time.time()
-            base = (epoch - 1) * nbatches
+        epoch = 1
+        try:
+            for epoch in range(1, epochs + 1):
+                epoch_start = time.time()
+                base = (epoch - 1) * nbatches
 
-            def interval(row, base=base):
-                step["batches"] = base + interval.count * train.log_interval
-                interval.count += 1
-                on_interval(row)
-            interval.count = 1
-            stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, train.log_interval,
-                                log, interval, gemm_dtype=gemm_dtype)
-            tokens += stats["tokens"]
-            seconds += stats["seconds"]
-            val_loss = evaluate(model, val_data, bptt, context, stride)
-            log("-" * 89)
-            epoch_times.append(time.time() - epoch_start)
-            log("| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | valid ppl {:8.2f}".format(
-                epoch, epoch_times[-1], val_loss, math.exp(val_loss)))
-            log(f"| {eta_line(epoch, epochs, epoch_times)}")
-            log("-" * 89)
-            live.step = epoch
-            live.log_metric("valid/loss", val_loss)
-            live.log_metric("valid/ppl", math.exp(val_loss))
-            live.log_metric("epoch_lr", optimizer.param_groups[0]["lr"])
-            if best_val is None or val_loss < best_val:
-                best_val, best_epoch = val_loss, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
+                def interval(row, base=base):
+                    step["batches"] = base + interval.count * train.log_interval
+                    interval.count += 1
+                    on_interval(row)
+                interval.count = 1
+                stats = train_epoch(model, optimizer, train_data, epoch, bptt, clip, train.log_interval,
+                                    log, interval, gemm_dtype=gemm_dtype)
+                tokens += stats["tokens"]
+                seconds += stats["seconds"]
+                val_loss = evaluate(model, val_data, bptt, context, stride)
+                log("-" * 89)
+                epoch_times.append(time.time() - epoch_start)
+                log("| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | valid ppl {:8.2f}".format(
+                    epoch, epoch_times[-1], val_loss, math.exp(val_loss)))
+                log(f"| {eta_line(epoch, epochs, epoch_times)}")
+                log("-" * 89)
+                live.step = epoch
+                live.log_metric("valid/loss", val_loss)
+                live.log_metric("valid/ppl", math.exp(val_loss))
+                live.log_metric("epoch_lr", optimizer.param_groups[0]["lr"])
+                if best_val is None or val_loss < best_val:
+                    best_val, best_epoch = val_loss, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
+        except (Stopped, Fault, OSError) as error:
+            fault = disk_error(error, out, f"model {name}'s logs") if isinstance(error, OSError) else error
+            if fault is None:
+                raise
+            raise fault.add(f"during epoch {epoch} of {epochs} of model {name}; a language model is trained in one go "
+                            f"and saved at the end, so a re-run trains it again from epoch 1, to the same weights")
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
         log("=" * 89)
