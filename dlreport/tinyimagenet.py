@@ -32,8 +32,9 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from dlreport.errors import PipelineError
-from dlreport.params import TinyImageNetParams
+from dlreport.faults import ensure_space, writing
 from dlreport.fileio import atomic_dir, remove_leftovers, write_json
+from dlreport.params import TinyImageNetParams
 from dlreport.progress import progress
 
 if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
@@ -266,8 +267,13 @@ def download_archive(url: str, out: str | Path, md5: str | None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out, "download")  # a killed download's archive
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.download-", dir=out.parent) as scratch:
-        archive = _fetch(url, Path(scratch), md5)
+        with writing(scratch, f"the archive downloaded from {url}"):
+            archive = _fetch(url, Path(scratch), md5)
         _check_zip(archive, url)
+        with zipfile.ZipFile(archive) as listing:
+            unpacked = sum(info.file_size for info in listing.infolist())
+        ensure_space(out.parent, unpacked, f"extracting {archive.name} ({unpacked / 1e6:,.0f} MB unpacked)",
+                     "free space (or move the project to a bigger disk) and re-run")
         with atomic_dir(out) as tmp:
             extracted = Path(scratch) / "extracted"
             extract_archive(str(archive), str(extracted))
@@ -434,9 +440,15 @@ def relabel(root: str | Path, out: str | Path) -> dict:
     index = dict(zip(classes.wnid, classes.class_index))
     names = dict(zip(classes.wnid, classes.name))
     summary = {"classes": len(classes)}
+    tables = {"train": read_train(root, classes), "val": read_val(root, classes)}
+    # The decoded arrays are written beside the previous ones, which go only once they are complete.
+    images = sum(len(table) for table in tables.values())
+    ensure_space(Path(out).parent, images * 3 * IMAGE_SIZE * IMAGE_SIZE,
+                 f"decoding {images:,} images ({IMAGE_SIZE}x{IMAGE_SIZE} RGB, uint8)",
+                 "free space (or move the project to a bigger disk) and re-run")
     with atomic_dir(out) as tmp:
         classes.to_csv(tmp / "classes.csv", index=False)
-        for split, table in (("train", read_train(root, classes)), ("val", read_val(root, classes))):
+        for split, table in tables.items():
             table["class_index"] = table.wnid.map(index).astype(np.int16)
             table["name"] = table.wnid.map(names)
             table = table.reindex(columns=COLUMNS)

@@ -199,6 +199,23 @@ def test_a_disk_that_fills_during_a_run(uninterrupted: Path, tiny_prepared: Path
         assert same_weights(weights(out, 2), weights(uninterrupted, 2))
 
 
+def test_decoding_images_onto_a_too_small_disk(tmp_path: Path, monkeypatch):
+    """relabel_val counts what its arrays will take before decoding anything."""
+    from dlreport import tinyimagenet
+
+    tree = tinyimagenet.generate_sample(tmp_path / "tiny-imagenet-200", seed=0, train_per_class=1, val_per_class=1,
+                                        test_images=2, grayscale_fraction=0.0, noise=0.3)
+    monkeypatch.syspath_prepend(str(REPO / "stages"))
+    with small_disk(tmp_path / "disk", 2) as disk:
+        status, stderr = run_stage_in_process(["relabel_val.py", "--data", str(tree), "--out", str(disk / "prepared"),
+                                               "--metrics", str(disk / "dataset.json")])
+        line = the_one_error_line(stderr)
+        assert status == 1 and line == (f"error: {disk}: decoding 400 images (64x64 RGB, uint8) needs about 5 MB, but "
+                                        f"only 2 MB are free there; free space (or move the project to a bigger "
+                                        f"disk) and re-run. Nothing was written"), line
+        assert list(disk.iterdir()) == []
+
+
 def outputs_of(project: Path, stage: dict) -> dict[str, str]:
     """md5 of every file a stage's outputs hold (from its dvc.lock entry)."""
     digests = {}
@@ -298,6 +315,31 @@ def test_ctrl_c_stops_every_torchrun_worker(tiny_prepared: Path, tmp_path: Path)
                             text=True, timeout=600)
     assert result.returncode == 0 and "=> resuming" in result.stdout, result.stderr
     assert checkpoints.saved_epochs(out) == [1, 2]
+
+
+def test_a_stop_signal_while_a_language_model_trains(reproduced: Path, tmp_path: Path):
+    """train_wordlm trains in a temporary folder that replaces its run folder at the end: SIGTERM in
+    epoch 2 leaves the previous model whole and no temporary, and says the model trains again from
+    epoch 1; the re-run ends with the uninterrupted weights."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_update(
+        read_params(reproduced / "params.yaml"), {"wordlm": {"train": {"epochs": 6}}})))
+    command = [sys.executable, str(REPO / "stages" / "train_wordlm.py"), "--model", "lstm", "--corpus",
+               str(reproduced / "datasets" / "corpus"), "--out", "run", "--summary", "summary.json"]
+    first = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    model = tmp_path / "run" / "model.pt"
+    uninterrupted, digest = torch.load(model, weights_only=True)["state_dict"], hashlib.md5(model.read_bytes()).digest()
+    process = start(command, tmp_path, tmp_path / "stderr")
+    wait_for(process, "| epoch   2 |")
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process, tmp_path / "stderr")
+    assert code == 143 and the_one_error_line(stderr) == (
+        "error: train_wordlm interrupted by SIGTERM during epoch 2 of 6 of model lstm; a language model is trained "
+        "in one go and saved at the end, so a re-run trains it again from epoch 1, to the same weights"), stderr
+    assert hashlib.md5(model.read_bytes()).digest() == digest and not temporaries(tmp_path)
+    again = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert same_weights(torch.load(model, weights_only=True)["state_dict"], uninterrupted)
 
 
 def test_a_signal_while_the_stage_starts(tmp_path: Path):

@@ -307,7 +307,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
         start = time.time()
         nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
         epoch_times = []
-        epoch = 1
+        done = 0  # epochs finished (a stop after an epoch's last line is in the next one)
         try:
             for epoch in range(1, epochs + 1):
                 epoch_start = time.time()
@@ -338,11 +338,12 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
+                done = epoch
         except (Stopped, Fault, OSError) as error:
             fault = disk_error(error, out, f"model {name}'s logs") if isinstance(error, OSError) else error
             if fault is None:
                 raise
-            raise fault.add(f"during epoch {epoch} of {epochs} of model {name}; a language model is trained in one go "
+            raise fault.add(f"during epoch {min(done + 1, epochs)} of {epochs} of model {name}; a language model is trained in one go "
                             f"and saved at the end, so a re-run trains it again from epoch 1, to the same weights")
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
