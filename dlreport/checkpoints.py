@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dlreport.errors import PipelineError
-from dlreport.faults import writing
+from dlreport.faults import DamagedCheckpoint, writing
 from dlreport.params import ResnetParams
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
@@ -95,7 +94,7 @@ def save_atomic(state: dict, path: Path, what: str = "a checkpoint") -> None:
 def load_checkpoint(path: Path, stage: str | None = None, expect: tuple[str, ...] = ("epoch",)) -> dict:
     """Load a checkpoint (a ResNet run's or a language model's) as data only (weights_only=True):
     unpickling never runs code. A file that is not one - truncated, random bytes, another program's,
-    a newer PyTorch's, a PyTorch file without the ``expect`` keys - is a PipelineError naming it,
+    a newer PyTorch's, a PyTorch file without the ``expect`` keys - is a DamagedCheckpoint naming it,
     what is wrong and how ``stage`` (default: the training stage of the run folder it is in) brings it back."""
     path = Path(path)
     stage = stage or training_stage(path.parent.parent)
@@ -104,11 +103,11 @@ def load_checkpoint(path: Path, stage: str | None = None, expect: tuple[str, ...
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every way a file can fail to load is reported the same way
-        raise PipelineError(f"{path}: not a readable checkpoint ({why_unreadable(path, error)}). {recover}.") from None
+        raise DamagedCheckpoint(f"{path}: not a readable checkpoint ({why_unreadable(path, error)}). {recover}.") from None
     missing = [key for key in expect if key not in state] if isinstance(state, dict) else list(expect)
     if missing:
-        raise PipelineError(f"{path}: not a readable checkpoint (a PyTorch file, but not one this project writes: it "
-                            f"has no {', '.join(repr(k) for k in missing)}). {recover}.")
+        raise DamagedCheckpoint(f"{path}: not a readable checkpoint (a PyTorch file, but not one this project writes: "
+                                f"it has no {', '.join(repr(k) for k in missing)}). {recover}.")
     return state
 
 

@@ -5,7 +5,7 @@
   there and what to do. torch.save reports a full disk as a RuntimeError whose context is the
   OSError; that is unwrapped too. The atomic writers (``fileio``, ``checkpoints.save_atomic``)
   remove their temporary before the error leaves them, so what was written before stays whole.
-* **Stop signals** (``handle_stop_signals``): SIGINT (Ctrl-C) and SIGTERM (``dvc queue kill``, a
+* **Stop signals** (``handle_stop_signals``): SIGINT (Ctrl-C, ``dvc queue kill``) and SIGTERM (a
   batch scheduler's preemption) raise ``Stopped`` in the main thread, which unwinds through the
   same cleanup as an error; the stage exits 130 or 143 with one line. Until a stage's main
   function runs (while Python imports torch) nothing has been written, so a signal then just
@@ -70,6 +70,10 @@ class Fault(PipelineError):
 
 class DiskError(Fault):
     """A write failed for lack of space or permission."""
+
+
+class DamagedCheckpoint(Fault):
+    """A checkpoint that cannot be loaded (its line says how to get it back)."""
 
 
 class Stopped(BaseException):

@@ -112,7 +112,7 @@ def run_torchrun(recipe: ResnetParams, name: str, nproc: int, nnodes: int, lease
         status = torchrun.wait()
     except Stopped as stopped:
         stop_torchrun(torchrun, relay, stopped.signum)
-        stopped.said = relay.kept > 0
+        stopped.said = relay.said > 0
         raise
     relay.join()
     if status:
@@ -122,19 +122,32 @@ def run_torchrun(recipe: ResnetParams, name: str, nproc: int, nnodes: int, lease
 
 
 class StderrRelay(threading.Thread):
-    """Copies torchrun's stderr (its workers' too) to ours, line by line; once ``muted``, only the
-    workers' own ``error:`` lines pass (not torchrun's report of the signal it forwarded)."""
+    """Copies torchrun's stderr (its workers' too) to ours, line by line, so that a failed launch
+    still ends with one `error:` line, the stage's own:
+
+    * a worker's `error: ...` line (every rank may print the same one) passes once, as
+      `worker: ...`; after it only other workers' reasons pass - not torchrun's traceback about the
+      failed child, nor the other ranks' complaints that rank 0 left;
+    * once ``stopping`` (a stop signal is being passed on), only the workers' `error:` lines pass,
+      unchanged: rank 0's says where the run was, and is the stage's line.
+    """
 
     def __init__(self, stream):
         super().__init__(daemon=True)
-        self.stream, self.muted, self.kept = stream, False, 0
+        self.stream, self.stopping, self.said, self.failed = stream, False, 0, False
+        self.seen: set[bytes] = set()
         self.start()
 
     def run(self) -> None:
         for line in self.stream:
-            if self.muted and not line.startswith(b"error: "):
+            reason = line.startswith(b"error: ")
+            if reason and line in self.seen or not reason and (self.stopping or self.failed):
                 continue
-            self.kept += self.muted
+            if reason:
+                self.seen.add(line)
+                self.said += self.stopping
+                if not self.stopping:
+                    self.failed, line = True, b"worker: " + line.removeprefix(b"error: ")
             sys.stderr.write(line.decode(errors="replace"))
             sys.stderr.flush()
 
@@ -142,7 +155,7 @@ class StderrRelay(threading.Thread):
 def stop_torchrun(torchrun: subprocess.Popen, relay: StderrRelay, signum: int) -> None:
     """Pass the stop signal to torchrun, which passes it to every worker and waits for them (SIGKILL
     after 30 s); each worker removes its temporaries and rank 0 says where the run was."""
-    relay.muted = True
+    relay.stopping = True
     torchrun.send_signal(signum)
     try:
         torchrun.wait(timeout=90)

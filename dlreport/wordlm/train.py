@@ -343,8 +343,9 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
             fault = disk_error(error, out, f"model {name}'s logs") if isinstance(error, OSError) else error
             if fault is None:
                 raise
-            raise fault.add(f"during epoch {min(done + 1, epochs)} of {epochs} of model {name}; a language model is trained in one go "
-                            f"and saved at the end, so a re-run trains it again from epoch 1, to the same weights")
+            raise fault.add(f"during epoch {min(done + 1, epochs)} of {epochs} of model {name}; a language model is "
+                            f"trained in one go and saved at the end, so a re-run trains it again from epoch 1, to "
+                            f"the same weights")
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
         log("=" * 89)
