@@ -105,13 +105,15 @@ def disk_error(error: BaseException, path: str | os.PathLike | None = None, what
     ``path``; None when it is not a disk or permission fault."""
     cause = error
     while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
+        # (a context the code dropped on purpose, `raise ... from None`, is not the cause)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     if cause is None or cause.errno not in DISK_ERRORS:
         return None
     reason, fix = DISK_ERRORS[cause.errno]
     where = Path(cause.filename or path or os.getcwd())
     free = free_bytes(where)
-    wrote = f"cannot write {what}" if what else "cannot write"
+    verb = "cannot open" if cause.errno in (errno.EACCES, errno.EPERM) else "cannot write"
+    wrote = f"{verb} {what}" if what else verb
     if size:
         wrote += f" ({size_text(size)})"
     room = f"; {size_text(free)} free there" if free is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT) else ""
@@ -124,7 +126,7 @@ def writing(path: str | os.PathLike, what: str = "", size: int | None = None) ->
     """Turn a disk or permission fault inside the block into a DiskError about ``path``."""
     try:
         yield
-    except DiskError:
+    except PipelineError:  # (a DiskError already, or an error of the stage's own, which says what it is)
         raise
     except (OSError, RuntimeError) as error:
         fault = disk_error(error, path, what, size)
