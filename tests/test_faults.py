@@ -344,28 +344,33 @@ def test_ctrl_c_stops_every_torchrun_worker(tiny_prepared: Path, tmp_path: Path)
 
 
 def test_a_stop_signal_while_a_language_model_trains(reproduced: Path, tmp_path: Path):
-    """train_wordlm trains in a temporary folder that replaces its run folder at the end: SIGTERM in
-    epoch 2 leaves the previous model whole and no temporary, and says the model trains again from
-    epoch 1; the re-run ends with the uninterrupted weights."""
+    """train_wordlm trains in a temporary folder that replaces its run folder at the end, and keeps
+    its state after each epoch beside it: SIGTERM in epoch 2 leaves the previous model whole and no
+    temporary, and says epoch 1 is saved; the re-run resumes from there to the uninterrupted
+    weights and the same DVCLive logs (all but the speed), and removes the saved state."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_update(
         read_params(reproduced / "params.yaml"), {"wordlm": {"train": {"epochs": 6}}})))
     command = [sys.executable, str(REPO / "stages" / "train_wordlm.py"), "--model", "lstm", "--corpus",
                str(reproduced / "datasets" / "corpus"), "--out", "run", "--summary", "summary.json"]
     first = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    model = tmp_path / "run" / "model.pt"
+    model, logs = tmp_path / "run" / "model.pt", tmp_path / "run" / "dvclive" / "plots" / "metrics"
     uninterrupted, digest = torch.load(model, weights_only=True)["state_dict"], hashlib.md5(model.read_bytes()).digest()
+    curves = {p.relative_to(logs): p.read_text() for p in logs.rglob("*.tsv") if p.stem != "tokens_per_s"}
     process = start(command, tmp_path, tmp_path / "stderr")
     wait_for(process, "| epoch   2 |")
     process.send_signal(signal.SIGTERM)
     code, stderr = finish(process, tmp_path / "stderr")
     assert code == 143 and the_one_error_line(stderr) == (
-        "error: train_wordlm interrupted by SIGTERM during epoch 2 of 6 of model lstm; a language model is trained "
-        "in one go and saved at the end, so a re-run trains it again from epoch 1, to the same weights"), stderr
+        "error: train_wordlm interrupted by SIGTERM during epoch 2 of 6 of model lstm; epoch 1 is saved in "
+        ".run-progress; re-run to resume from epoch 2"), stderr
     assert hashlib.md5(model.read_bytes()).digest() == digest and not temporaries(tmp_path)
     again = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 0 and "| resuming from epoch 1 (.run-progress/resume.pt)" in again.stdout, again.stderr
+    assert "| epoch   1 |" not in again.stdout
     assert same_weights(torch.load(model, weights_only=True)["state_dict"], uninterrupted)
+    assert {p.relative_to(logs): p.read_text() for p in logs.rglob("*.tsv") if p.stem != "tokens_per_s"} == curves
+    assert not (tmp_path / ".run-progress").exists()
 
 
 def test_a_signal_while_the_stage_starts(tmp_path: Path):

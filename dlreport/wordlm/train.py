@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlreport.checkpoints import load_checkpoint
+from dlreport.checkpoints import load_checkpoint, save_atomic
 from dlreport.params import LMModelParams, LMTrainParams, lm_model
 from dlreport.devices import autocast_dtype, hardware, keep_freed_memory, precision_name
 from dlreport.errors import PipelineError
@@ -292,24 +293,40 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
 
     from dvclive import Live
 
+    progress = Progress(out, {"config": config, "train": asdict(train), "corpus": corpus_record(corpus_dir)}, log)
     with atomic_dir(out) as tmp:
         live = Live(str(tmp / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
         step = {"batches": 0}
+        logged: list[tuple[int, str, float]] = []  # every value given to DVCLive (as given), replayed on resuming
+
+        def record(at: int, name: str, value: float) -> None:
+            logged.append((at, name, value))
+            live.step = at
+            live.log_metric(name, value)
 
         def on_interval(row: dict) -> None:
-            live.step = step["batches"]
             for key in ("loss", "ppl", "tokens_per_s"):
-                live.log_metric(f"train/{key}", row[key])
-            live.log_metric("lr", row["lr"])
+                record(step["batches"], f"train/{key}", row[key])
+            record(step["batches"], "lr", row["lr"])
 
         best_val, best_state, best_epoch = None, None, 0
-        tokens, seconds = 0, 0.0
-        start = time.time()
-        nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
+        tokens, seconds, elapsed = 0, 0.0, 0.0
         epoch_times = []
         done = 0  # epochs finished (a stop after an epoch's last line is in the next one)
+        saved = progress.load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])  # (its lr, decayed or not)
+            torch.set_rng_state(saved["rng"])
+            best_val, best_epoch, best_state = saved["best"]
+            tokens, seconds, elapsed, epoch_times, done = (saved["tokens"], saved["seconds"], saved["elapsed"],
+                                                           saved["epoch_times"], saved["epoch"])
+            for at, metric, value in saved["logged"]:
+                record(at, metric, value)
+        start = time.time() - elapsed
+        nbatches = len(train_data) // bptt + (1 if (len(train_data) - 1) % bptt else 0)
         try:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(done + 1, epochs + 1):
                 epoch_start = time.time()
                 base = (epoch - 1) * nbatches
 
@@ -329,23 +346,24 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
                     epoch, epoch_times[-1], val_loss, math.exp(val_loss)))
                 log(f"| {eta_line(epoch, epochs, epoch_times)}")
                 log("-" * 89)
-                live.step = epoch
-                live.log_metric("valid/loss", val_loss)
-                live.log_metric("valid/ppl", math.exp(val_loss))
-                live.log_metric("epoch_lr", optimizer.param_groups[0]["lr"])
+                record(epoch, "valid/loss", val_loss)
+                record(epoch, "valid/ppl", math.exp(val_loss))
+                record(epoch, "epoch_lr", optimizer.param_groups[0]["lr"])
                 if best_val is None or val_loss < best_val:
                     best_val, best_epoch = val_loss, epoch
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     decay_lr(optimizer, 4.0)  # the example's lr /= 4, on the optimizer
+                progress.save(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                   rng=torch.get_rng_state(), best=(best_val, best_epoch, best_state), tokens=tokens,
+                                   seconds=seconds, elapsed=time.time() - start, epoch_times=epoch_times,
+                                   logged=logged), name)
                 done = epoch
         except (Stopped, Fault, OSError) as error:
             fault = disk_error(error, out, f"model {name}'s logs") if isinstance(error, OSError) else error
             if fault is None:
                 raise
-            raise fault.add(f"during epoch {min(done + 1, epochs)} of {epochs} of model {name}; a language model is "
-                            f"trained in one go and saved at the end, so a re-run trains it again from epoch 1, to "
-                            f"the same weights")
+            raise fault.add(progress.where(done, epochs, name))
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
         log("=" * 89)
@@ -369,7 +387,49 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
                    tmp / CHECKPOINT)
     write_json(summary, {**{key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None},
                          "corpus": corpus_record(corpus_dir)})
+    progress.finish()
     return metrics
+
+
+class Progress:
+    """An unfinished model's state after each epoch, in a hidden folder beside its run folder
+    (``runs/wordlm/.<name>-progress``; DVC neither tracks nor clears it): an interrupted run
+    resumes from its last epoch - model, optimizer and lr, RNG, the best state so far and every
+    logged value - to the weights an uninterrupted run ends with. State of other params (the
+    model's entry, the shared settings, the corpus) is dropped with a line saying so."""
+
+    def __init__(self, out: str | Path, fingerprint: dict, log):
+        self.path = Path(out).parent / f".{Path(out).name}-progress"
+        self.fingerprint, self.log = fingerprint, log
+
+    def load(self) -> dict | None:
+        state_file = self.path / "resume.pt"
+        if not state_file.exists():
+            return None
+        state = load_checkpoint(state_file, f"train_wordlm@{self.path.name[1:-len('-progress')]}",
+                                expect=("epoch", "fingerprint", "model"))
+        if state["fingerprint"] != self.fingerprint:
+            self.log(f"| {self.path}: an interrupted run of other params; dropped, training from epoch 1")
+            self.finish()
+            return None
+        self.log(f"| resuming from epoch {state['epoch']} ({state_file})")
+        return state
+
+    def save(self, state: dict, name: str) -> None:
+        save_atomic({**state, "fingerprint": self.fingerprint}, self.path / "resume.pt",
+                    f"model {name}'s resume state after epoch {state['epoch']}")
+
+    def finish(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def where(self, done: int, epochs: int, name: str) -> str:
+        """Where a stopped run was: "during epoch 3 of 6 of model lstm; epochs 1-2 are saved in ..."."""
+        if done >= epochs:
+            return f"model {name} after its last epoch; all {epochs} epochs are saved in {self.path}; re-run to finish"
+        saved = f"epochs 1-{done} are saved" if done > 1 else "epoch 1 is saved"
+        return (f"during epoch {done + 1} of {epochs} of model {name}; "
+                + (f"{saved} in {self.path}; re-run to resume from epoch {done + 1}" if done
+                   else "no epoch is saved yet; re-run to start again"))
 
 
 def corpus_record(corpus_dir: str | Path) -> dict:
