@@ -409,7 +409,6 @@ FRESH_CLONE = "tests/test_fresh_clone.py::test_targeted_experiment_then_metrics_
 LINKS_AND_RESUME = "tests/test_pipeline.py::test_outputs_are_links_to_the_cache_and_checkout_apply_resume_work"
 EPOCH_DIFF = "tests/test_pipeline.py::test_metrics_diff_between_epochs_without_retraining"
 PLOTS_SHOW = "tests/test_plots_page.py::test_plots_show_draws_every_plot_offline_without_warning"
-REAL_TEXT_PROBE = "not run: the 64-minute measurement behind the table"
 BENCHMARK = "not run: a benchmark (minutes), printed, never timed by a test"
 BENCH_RESNET = "tests/test_benchmarks.py::test_bench_resnet_input_prints_the_fraction_of_peak"
 BENCH_WORDLM = "tests/test_benchmarks.py::test_bench_wordlm_compares_every_model_with_the_example"
@@ -434,6 +433,8 @@ COVERED: dict[str, list[str]] = {
     "python tools/record_result.py <scratch project> docs/results/<name> --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/record_result.py <scratch project> docs/results/tinyimagenet-real-cpu --note ...":
+        ["tests/test_claims.py::test_record_result_copies_a_run"],
+    "python tools/record_result.py <scratch project> docs/results/wikitext2-sample-lms --note ...":
         ["tests/test_claims.py::test_record_result_copies_a_run"],
     "python tools/rejudge_result.py docs/results/tinyimagenet-real-cpu":
         ["tests/test_claims.py::test_the_recorded_real_run_is_judged_by_todays_rules"],
@@ -484,10 +485,6 @@ COVERED: dict[str, list[str]] = {
     "git checkout params.yaml && dvc repro": [EPOCH_DIFF],
     "dvc metrics show metrics/eval.json metrics/diff_predictions.json":
         ["tests/test_readme.py::test_metrics_show_width_is_measured"],
-    # The probe on real text (docs/context-probe.md): the stages themselves are tested on short runs.
-    "ln -s ../shared/data/wikitext-2-sample data": [REAL_TEXT_PROBE, WIKITEXT],
-    "dvc exp run -S wordlm.corpus=data -S wordlm.train.epochs=6 prepare_corpus train_wordlm context_probe":
-        [REAL_TEXT_PROBE, WIKITEXT, "tests/test_context_probe.py::test_context_probe_stage_end_to_end"],
     # Benchmarks (README, docs/speed.md): run at the smallest sizes by tests/test_benchmarks.py.
     "python benchmarks/bench_resnet_input.py --batch-size 256 --rounds 5 --layers": [BENCHMARK, BENCH_RESNET],
     "python benchmarks/bench_resnet_input.py --rounds 7": [BENCHMARK, BENCH_RESNET],
@@ -698,3 +695,34 @@ def test_real_run_figures_are_its_recorded_files():
     ledger = (REAL_RUN / "claims.md").read_text()
     assert f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted" in ledger
     assert (REAL_RUN / "report" / "report.md").is_file()
+
+
+LM_RUN = REPO / "docs" / "results" / "wikitext2-sample-lms"
+
+
+def test_real_text_figures_are_their_recorded_files():
+    """The word LMs on the WikiText-2 sample: the record's page and docs/context-probe.md against
+    the files the run left (its metrics, the probe's findings, the ledger)."""
+    page = read("docs/results/wikitext2-sample-lms/README.md")
+    rows = table_rows(page)
+    for name in ("lstm", "transformer", "gcnn", "lstm_long", "transformer_long", "gcnn_long"):
+        m = json.loads((LM_RUN / "metrics" / f"train_wordlm_{name}.json").read_text())
+        assert m["corpus"] == {"source": "../shared/data/wikitext-2-sample", "md5": "6438f6307e040c4d86e461c6c7ff6ef2",
+                               "train_tokens": 217646}, name
+        field = " (receptive field)" if m.get("receptive_field") else ""
+        assert rows[name] == [f"{m['trained_context']}{field}", f"{m['best_valid_ppl']:.2f}", f"{m['test_ppl']:.2f}"]
+        assert f"{m['test_ppl']:.2f}" in section("On real WikiText-2 text", "docs/context-probe.md"), name
+    counts = json.loads((LM_RUN / "metrics" / "claims.json").read_text())
+    assert_says(page, [f"({counts['supported']} supported, {counts['contradicted']} contradicted, "
+                       f"{counts['not_comparable']} not comparable, {counts['not_measurable']} not measurable, "
+                       f"of {counts['claims']})"], "the LM record's page")
+    verdicts = {row["id"]: row["verdict"] for row in json.loads((LM_RUN / "claims.json").read_text())}
+    for claims, verdict in ((["C10a"], "not comparable"), (["C10b"], "not measurable"), (["C11"], "supported"),
+                            (["C12"], "contradicted"), (["C14"], "contradicted"), (["C13a", "C13b"], "supported")):
+        assert [verdicts[c] for c in claims] == [verdict] * len(claims), claims
+        assert f"**{', '.join(claims)} {verdict}**" in page, claims
+    findings = (LM_RUN / "context_probe" / "findings.md").read_text()
+    probe = table_rows(section("On real WikiText-2 text", "docs/context-probe.md"))
+    for name, cells in table_rows(findings).items():
+        if name in probe:
+            assert probe[name] == [cells[1], *cells[2:]], name  # (the page leaves out the type column)
