@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ".gpu_payload"                  # in .gitignore: never committed, carried by name
 MANIFEST = "manifest.json"
 CALL_LIMIT = 64 * 2**20                  # what one device call may carry, the working tree included
-MARGIN = 2 * 2**20                       # the manifest, and room for the tree to grow a little
+MARGIN = 2**20                           # the manifest (a few kB), and room for the tree to grow a little
 BLOCK = 1 << 22
 
 
