@@ -48,15 +48,23 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        aside = None
         try:
             yield tmp
             tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
-            if final.exists():
-                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            if final.exists() or final.is_symlink():
+                # A folder cannot be renamed over a folder: the old one goes aside first, and comes
+                # back if the new one cannot take its place (a stop signal between the two renames).
+                aside = final.with_name(f".{final.name}.tmp-old")
+                os.replace(final, aside)
             os.replace(tmp, final)
         except BaseException:
+            if aside is not None and not final.exists():
+                os.replace(aside, final)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if aside is not None:
+            shutil.rmtree(aside) if aside.is_dir() and not aside.is_symlink() else aside.unlink()
 
 
 @contextlib.contextmanager
