@@ -381,11 +381,12 @@ def strace_works() -> bool:
     return False
 
 
-def test_every_stage_stopped_as_it_commits_an_output(reproduced: Path, tmp_path: Path, monkeypatch):
+def test_every_stage_stopped_as_it_commits_an_output(reproduced: Path, tmp_path: Path):
     """A stop signal aimed at the worst moment: strace makes each stage's first rename (an atomic
     writer putting a finished output in place) fail with EINTR and delivers SIGTERM or SIGINT
     (alternately, stage by stage) right there. Each stage says one line, exits 143 or 130, leaves
-    its earlier outputs byte for byte and no temporary; each then runs again."""
+    its earlier outputs byte for byte and no temporary (that every stage then runs again is the
+    full-disk test's last step)."""
     if not strace_works():
         pytest.skip("strace is absent or may not trace here (it aims the signal at the commit)")
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
@@ -413,12 +414,6 @@ def test_every_stage_stopped_as_it_commits_an_output(reproduced: Path, tmp_path:
         elif temporaries(project):
             failures[name] = f"temporaries left: {temporaries(project)}"
     assert not failures, failures
-    monkeypatch.syspath_prepend(str(REPO / "stages"))
-    monkeypatch.chdir(project)
-    for name, stage in lock.items():
-        command = shlex.split(stage["cmd"])[1:]
-        status, stderr = run_stage_in_process([command[0].removeprefix("stages/"), *command[1:]])
-        assert status == 0, (name, stderr[-2000:])
 
 
 def test_a_signal_while_the_stage_starts(tmp_path: Path):
