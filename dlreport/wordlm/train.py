@@ -293,7 +293,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
 
     from dvclive import Live
 
-    progress = Progress(out, {"config": config, "train": asdict(train), "corpus": corpus_record(corpus_dir)}, log)
+    progress = ResumeState(out, {"config": config, "train": asdict(train), "corpus": corpus_record(corpus_dir)}, log)
     with atomic_dir(out) as tmp:
         live = Live(str(tmp / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None)
         step = {"batches": 0}
@@ -391,7 +391,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
     return metrics
 
 
-class Progress:
+class ResumeState:
     """An unfinished model's state after each epoch, in a hidden folder beside its run folder
     (``runs/wordlm/.<name>-progress``; DVC neither tracks nor clears it): an interrupted run
     resumes from its last epoch - model, optimizer and lr, RNG, the best state so far and every
