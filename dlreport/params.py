@@ -1,30 +1,36 @@
 """params.yaml: read as DVC reads it, one typed section each, checked by every stage before it does any work.
 
-Each stage entry point calls ``load_params(path, *keys)`` with the params it reads (the keys its
-dvc.yaml entry depends on) and hands the library the typed objects it gets back (``ResnetParams``,
-``LMTrainParams``, ...: one frozen dataclass per section, each field with its rule and, for a key
-that may be absent, its default). A value of the wrong type, out of range, not among the allowed
-choices, a missing key or an unknown one (a typo such as ``resnet.lerning_rate``) raises a
-``ParamsError`` that the stage prints as one ``error:`` line naming the key, the value and what
-is allowed - before any output is touched or any checkpoint moved.
+Each section is a frozen pydantic dataclass (``ResnetParams``, ``LMTrainParams``, ...): its fields'
+types and constraints say what params.yaml may hold, a field with a default may be left out, and
+unknown keys (a typo such as ``resnet.lerning_rate``) are refused. ``ParamsFile`` gathers the
+sections; its JSON Schema is params.schema.json, which editors use to complete and check params.yaml
+(``python -m dlreport.params`` writes it; tests/test_params.py checks it is current).
 
-The rules are small (``Int``, ``Number``, ``Choice``, ``ListOf``, ``Section``, ``MapOf``, ...); each
-section's dataclass lists its own, ``SCHEMA`` maps params.yaml's sections to them, and ``CHECKS``
-holds the few checks across keys. Adding a param means adding one field here; tests/test_params.py
-checks that the committed params.yaml passes and walks a table of bad values for every section.
+Each stage entry point calls ``load_params(path, *keys)`` with the params it reads (the keys its
+dvc.yaml entry depends on) and hands the library the typed objects it gets back. A bad value raises
+a ``ParamsError`` that the stage prints as one ``error:`` line naming the key, the value and what is
+allowed (worded from the schema) - before any output is touched or any checkpoint moved. ``CHECKS``
+holds the few checks across sections.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
-from dataclasses import asdict, dataclass, field, replace
+import functools
+import json
+import typing
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
+from pydantic import (AfterValidator, ConfigDict, Field, Strict, StrictBool, StringConstraints, TypeAdapter,
+                      ValidationError, WrapValidator, model_validator)
+from pydantic.dataclasses import dataclass
 
 from dlreport.errors import PipelineError
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "params.schema.json"
 
 
 class ParamsError(PipelineError):
@@ -37,597 +43,370 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class Rule:
-    """One allowed shape of a value. ``problem`` returns None when ``value`` fits, else what is
-    wrong as ``(key, message)`` - key is the dotted key where the problem is."""
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def problem(self, value: Any, key: str) -> tuple[str, str] | None:
-        return None if self.fits(value) else (key, f"{key} = {_show(value)}; allowed: {self.describe()}")
-
-    def fits(self, value: Any) -> bool:
-        raise NotImplementedError
-
-    def build(self, value: Any) -> Any:
-        """The typed value of a valid ``value`` (a section's dataclass; else the value itself)."""
-        return value
-
-
-def _bounds(low, high, low_open=False) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"<= {high:g}")
-    return " and ".join(parts)
-
-
-@dataclass(frozen=True)
-class Int(Rule):
-    min: int | None = None
-    max: int | None = None
-
-    def describe(self) -> str:
-        bounds = _bounds(self.min, self.max)
-        return f"an integer {bounds}".strip()
-
-    def fits(self, value) -> bool:
-        return (isinstance(value, int) and not isinstance(value, bool)
-                and (self.min is None or value >= self.min) and (self.max is None or value <= self.max))
-
-
-@dataclass(frozen=True)
-class Number(Rule):
-    min: float | None = None
-    max: float | None = None
-    min_open: bool = False  # True: value > min, not >=
-
-    def describe(self) -> str:
-        return f"a number {_bounds(self.min, self.max, self.min_open)}".strip()
-
-    def fits(self, value) -> bool:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            return False
-        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
-            return False
-        return self.max is None or value <= self.max
-
-
-@dataclass(frozen=True)
-class Bool(Rule):
-    def describe(self) -> str:
-        return "true or false"
-
-    def fits(self, value) -> bool:
-        return isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class Choice(Rule):
-    values: tuple
-
-    def __init__(self, *values):
-        object.__setattr__(self, "values", values)
-
-    def describe(self) -> str:
-        shown = [_show(v) for v in self.values]
-        return shown[0] if len(shown) == 1 else "one of " + ", ".join(shown)
-
-    def fits(self, value) -> bool:
-        return any(value == v and type(value) is type(v) for v in self.values)
-
-    def problem(self, value: Any, key: str) -> tuple[str, str] | None:
-        found = super().problem(value, key)
-        close = difflib.get_close_matches(value, [v for v in self.values if isinstance(v, str)], n=1) \
-            if found and isinstance(value, str) else []
-        return (key, f"{found[1]} (did you mean {close[0]}?)") if close else found
-
-
-@dataclass(frozen=True)
-class Text(Rule):
-    """A string matching ``pattern`` (a full match), described as ``what``."""
-    pattern: str = r".+"
-    what: str = "a non-empty string"
-
-    def describe(self) -> str:
-        return self.what
-
-    def fits(self, value) -> bool:
-        return isinstance(value, str) and re.fullmatch(self.pattern, value, re.DOTALL) is not None
-
-
-@dataclass(frozen=True)
-class Either(Rule):
-    """Any of several rules (e.g. ``"all"`` or a list of epochs)."""
-    rules: tuple
-
-    def __init__(self, *rules):
-        object.__setattr__(self, "rules", rules)
-
-    def describe(self) -> str:
-        return " or ".join(r.describe() for r in self.rules)
-
-    def fits(self, value) -> bool:
-        return any(r.problem(value, "") is None for r in self.rules)
-
-
-def Optional(rule: Rule) -> Rule:  # noqa: N802 - reads like a type in the schema table
-    return Either(Choice(None), rule)
-
-
-@dataclass(frozen=True)
-class ListOf(Rule):
-    item: Rule
-    min_len: int = 1
-    unique: bool = True
-
-    def build(self, value: list) -> list:
-        return [self.item.build(item) for item in value]
-
-    def describe(self) -> str:
-        return (f"a list of {'distinct ' if self.unique else ''}values, each {self.item.describe()}"
-                + (f", at least {self.min_len}" if self.min_len > 1 else ""))
-
-    def problem(self, value, key):
-        if not isinstance(value, list) or len(value) < self.min_len:
-            return key, f"{key} = {_show(value)}; allowed: {self.describe()}"
-        if self.unique and len({_show(v) for v in value}) != len(value):
-            return key, f"{key} = {_show(value)} repeats a value; allowed: {self.describe()}"
-        for i, item in enumerate(value):
-            if self.item.problem(item, f"{key}[{i}]"):
-                return key, f"{key} = {_show(value)}: item {_show(item)} is not allowed; each must be {self.item.describe()}"
-        return None
-
-
-@dataclass(frozen=True)
-class Section(Rule):
-    """A mapping with known keys; every key is required unless listed in ``optional``."""
-    fields: dict
-    optional: frozenset = field(default_factory=frozenset)
-    # A check across this section's keys, run once each key is valid: (value, key) -> (key, message) or None
-    check: Callable[[dict, str], tuple[str, str] | None] | None = None
-    cls: type | None = None  # the dataclass a valid mapping becomes
-
-    @classmethod
-    def of(cls, typed: type, check=None) -> "Section":
-        """The rule of a section dataclass: its fields' rules; a field with a default may be absent."""
-        fields = {f.name: f.metadata["rule"] for f in dataclasses.fields(typed)}
-        optional = frozenset(f.name for f in dataclasses.fields(typed) if f.default is not dataclasses.MISSING)
-        return cls(fields, optional, check, typed)
-
-    def build(self, value: dict) -> Any:
-        built = {name: rule.build(value[name]) for name, rule in self.fields.items() if name in value}
-        return self.cls(**built) if self.cls else built
-
-    def describe(self) -> str:
-        return "a mapping with keys " + ", ".join(self.fields)
-
-    def problem(self, value, key):
-        if not isinstance(value, dict):
-            return key, f"{key} = {_show(value)}; allowed: {self.describe()}"
-        for name in value:
-            if name not in self.fields:
-                close = difflib.get_close_matches(str(name), list(self.fields), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                return f"{key}.{name}", (f"{key}.{name} is not a known key of {key}{hint}; "
-                                         f"known keys: {', '.join(self.fields)}")
-        for name, rule in self.fields.items():
-            sub = f"{key}.{name}" if key else name
-            if name not in value:
-                if name in self.optional:
-                    continue
-                return sub, f"{sub} is missing; set it in params.yaml to {rule.describe()}"
-            found = rule.problem(value[name], sub)
-            if found:
-                return found
-        return self.check(value, key) if self.check else None
-
-
-@dataclass(frozen=True)
-class MapOf(Rule):
-    """A mapping from names (``[A-Za-z0-9_]+``: they become stage names such as
-    train_wordlm@<name>) to values of one rule."""
-    item: Rule
-    min_len: int = 1
-
-    def describe(self) -> str:
-        return f"a mapping of names to entries ({self.item.describe()})"
-
-    def build(self, value: dict) -> dict:
-        return {name: self.item.build(item) for name, item in value.items()}
-
-    def problem(self, value, key):
-        if not isinstance(value, dict) or len(value) < self.min_len:
-            return key, f"{key} = {_show(value)}; allowed: a mapping with at least {self.min_len} entry"
-        for name, item in value.items():
-            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
-                return key, f"{key}: the name {_show(name)} is not allowed; use letters, digits and _"
-            found = self.item.problem(item, f"{key}.{name}")
-            if found:
-                return found
-        return None
-
-
-@dataclass(frozen=True)
-class Tagged(Rule):
-    """A mapping whose ``tag`` key picks the section that applies (e.g. a model's ``type``)."""
-    tag: str
-    sections: dict
-
-    def describe(self) -> str:
-        return f"a mapping whose {self.tag} is one of {', '.join(self.sections)}"
-
-    def build(self, value: dict) -> Any:
-        return self.sections[value[self.tag]].build(value)
-
-    def problem(self, value, key):
-        if not isinstance(value, dict):
-            return key, f"{key} = {_show(value)}; allowed: {self.describe()}"
-        kind = value.get(self.tag)
-        if not isinstance(kind, str) or kind not in self.sections:
-            return (f"{key}.{self.tag}", f"{key}.{self.tag} = {_show(kind)}; allowed: one of "
-                                         f"{', '.join(self.sections)}")
-        return self.sections[kind].problem(value, key)
-
-
 # --------------------------------------------------------------------------------------
-# The schema: one typed section per params.yaml section
+# Value types. Strict: `yes`, 1 or "3" are not true, true or 3 (YAML 1.2 reads yes as a string).
 # --------------------------------------------------------------------------------------
-# Each section is a frozen dataclass whose fields carry their rule (what params.yaml may hold) and,
-# for a key that may be left out, its default - the one place a default lives. ``Section.of`` turns
-# a dataclass into the rule that validates it; ``build`` turns a validated value into the object.
+def _as_written(value, handler):  # lr: 20 stays the int 20 (as in dvc.lock and the report), not 20.0
+    checked = handler(value)
+    return value if type(value) is int else checked
+
+
+def _exactly(value, handler):  # a Literal takes 0 for false; `compile: 0` is not one of the choices
+    checked = handler(value)
+    if type(checked) is not type(value):
+        raise ValueError(f"{{key}} = {_show(value)}; allowed: {{allowed}}")
+    return checked
+
+
+Int = Annotated[int, Strict()]
+
+
+def Number(**bounds):  # noqa: N802 - a type; its bounds inside the validator that keeps ints, so the schema has them
+    return Annotated[float, Strict(), Field(allow_inf_nan=False, **bounds), WrapValidator(_as_written)]
+
+
+Bool = StrictBool
+POSITIVE = Annotated[Int, Field(ge=1)]
+SEED = Annotated[Int, Field(ge=0)]
+THREADS = Annotated[Int, Field(ge=0)]  # 0: torch's default (all cores)
+PROBABILITY = Number(ge=0, le=1)
+
+
+def Text(pattern: str | None = None, what: str = "a non-empty string"):  # noqa: N802 - a type
+    """A string (matching ``pattern`` whole), described as ``what`` in errors and editors."""
+    return Annotated[str, Strict(), StringConstraints(min_length=1, pattern=pattern and f"^(?:{pattern})$"),
+                     Field(description=what)]
+
+
+def _distinct(items: list) -> list:
+    if len({_show(i) for i in items}) != len(items):
+        raise ValueError(f"{{key}} = {_show(items)} repeats a value; allowed: {{allowed}}")
+    return items
+
+
+def Distinct(item, min_length: int = 1):  # noqa: N802 - a type
+    """A list of distinct values (epochs, lengths, model names)."""
+    return Annotated[list[item], Field(min_length=min_length, json_schema_extra={"uniqueItems": True}),
+                     AfterValidator(_distinct)]
+
+
 MD5 = Text(r"[0-9a-f]{32}", "an md5 hex digest (32 characters 0-9a-f)")
-POSITIVE = Int(min=1)
-SEED = Int(min=0)
-PROBABILITY = Number(min=0, max=1)
-EPOCH_LIST = ListOf(Int(min=1))
-THREADS = Int(min=0)  # 0: torch's default (all cores)
-NAME = r"[A-Za-z0-9_]+"
-LM_NAMES = ListOf(Text(NAME, "a key of wordlm.models"))
-
-_NO_DEFAULT = object()
+NAME = r"[A-Za-z0-9_]+"  # names become stage names such as train_wordlm@<name>
+Name = Text(NAME, "a name of letters, digits and _")
+LM_NAME = Text(NAME, "a key of wordlm.models")
+EPOCHS = Union[Literal["all"], Distinct(POSITIVE)]
+# extra="forbid": an unknown key is an error, not silently ignored; python-re: wordlm.folder's lookahead
+CONFIG = ConfigDict(extra="forbid", regex_engine="python-re")
+section = dataclass(frozen=True, kw_only=True, config=CONFIG)
 
 
-def param(rule: Rule, default: Any = _NO_DEFAULT) -> Any:
-    """A field of a params section: its rule, and (a key that may be absent) its default."""
-    if default is _NO_DEFAULT:
-        return field(metadata={"rule": rule})
-    return field(default=default, metadata={"rule": rule})
+def check(ok: bool, message: str) -> None:
+    """A check across a section's keys; ``{key}`` in ``message`` becomes the section's dotted key
+    (a ValueError: pydantic reports it with the section's place in the file)."""
+    if not ok:
+        raise ValueError(message)
 
 
-def section(check: Callable[[dict, str], tuple[str, str] | None] | None = None):
-    """Make a class a frozen, keyword-only dataclass and give it ``RULE``, its Section."""
-    def make(cls):
-        cls = dataclass(frozen=True, kw_only=True)(cls)
-        cls.RULE = Section.of(cls, check)
-        return cls
-    return make
-
-
-@section()
+# --------------------------------------------------------------------------------------
+# The sections
+# --------------------------------------------------------------------------------------
+@section
 class SampleImagesParams:
-    seed: int = param(SEED)
-    train_per_class: int = param(POSITIVE)
-    val_per_class: int = param(POSITIVE)
-    test_images: int = param(Int(min=0))
-    grayscale_fraction: float = param(PROBABILITY)
-    noise: float = param(PROBABILITY)
+    seed: SEED
+    train_per_class: POSITIVE
+    val_per_class: POSITIVE
+    test_images: Annotated[Int, Field(ge=0)]
+    grayscale_fraction: PROBABILITY
+    noise: PROBABILITY
 
 
-@section()
+@section
 class TinyImageNetParams:
-    source: str = param(Either(Choice("sample"), Text(r"(https?|file)://.+", "an http://, https:// or file:// URL")))
-    md5: str | None = param(Optional(MD5))
-    sample: SampleImagesParams = param(SampleImagesParams.RULE)
+    source: Union[Literal["sample"], Text(r"(https?|file)://.+", "an http://, https:// or file:// URL")]
+    md5: None | MD5
+    sample: SampleImagesParams
 
 
-@section()
+@section
 class LaunchParams:
-    nnodes: int = param(POSITIVE)
-    rdzv_endpoint: str | None = param(Optional(Text(r"[^\s:]+:\d+", "host:port")))
-    backend: str = param(Choice("auto", "nccl", "gloo"))
+    nnodes: POSITIVE
+    rdzv_endpoint: None | Text(r"[^\s:]+:\d+", "host:port")
+    backend: Literal["auto", "nccl", "gloo"]
 
 
-@section(check=lambda r, key: None if r["warmup_epochs"] <= r["epochs"] else (
-    f"{key}.warmup_epochs", f"{key}.warmup_epochs = {r['warmup_epochs']} is longer than {key}.epochs = "
-                            f"{r['epochs']}; allowed: 0..{r['epochs']}"))
+@section
 class ResnetParams:
     """params.yaml `resnet`: the training recipe of every train_resnet variant, and how they launch."""
-    epochs: int = param(POSITIVE)
-    batch_size: int = param(POSITIVE)
-    lr: float = param(Number(min=0, min_open=True))
-    momentum: float = param(Number(min=0, max=1))
-    weight_decay: float = param(Number(min=0))
-    input_size: int = param(Int(min=32))
-    stem: str = param(Choice("torchvision", "cifar"))
-    schedule: str = param(Choice("constant", "step", "cosine", "onecycle"))
-    warmup_epochs: float = param(Number(min=0))
-    step_size: int = param(POSITIVE)
-    gamma: float = param(Number(min=0, max=1, min_open=True))
-    label_smoothing: float = param(Number(min=0, max=0.99))
-    seed: int = param(SEED)
-    precision: str = param(Choice("auto", "fp32", "bf16", "fp16"))
-    sync_bn: bool = param(Bool())
-    deterministic: bool = param(Bool())  # deterministic cuDNN/cuBLAS kernels (devices.configure_kernels)
-    eval_batch_size: int = param(POSITIVE)
-    print_freq: int = param(POSITIVE)
-    keep_epochs: str | list[int] = param(Either(Choice("all"), ListOf(Int(min=1), min_len=0)))  # the last: always
-    compile: bool | str = param(Choice(False, "default", "reduce-overhead", "max-autotune"))
-    launch: LaunchParams = param(LaunchParams.RULE)
+    epochs: POSITIVE
+    batch_size: POSITIVE
+    lr: Number(gt=0)
+    momentum: PROBABILITY
+    weight_decay: Number(ge=0)
+    input_size: Annotated[Int, Field(ge=32)]
+    stem: Literal["torchvision", "cifar"]
+    schedule: Literal["constant", "step", "cosine", "onecycle"]
+    warmup_epochs: Number(ge=0)
+    step_size: POSITIVE
+    gamma: Number(gt=0, le=1)
+    label_smoothing: Number(ge=0, le=0.99)
+    seed: SEED
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    sync_bn: Bool
+    deterministic: Bool  # deterministic cuDNN/cuBLAS kernels (devices.configure_kernels)
+    eval_batch_size: POSITIVE
+    print_freq: POSITIVE
+    keep_epochs: Union[Literal["all"], Distinct(POSITIVE, min_length=0)]  # the last: always
+    compile: Annotated[Literal[False, "default", "reduce-overhead", "max-autotune"], WrapValidator(_exactly)]
+    launch: LaunchParams
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self):
+        check(self.warmup_epochs <= self.epochs,
+              f"{{key}}.warmup_epochs = {self.warmup_epochs} is longer than {{key}}.epochs = {self.epochs}; "
+              f"allowed: 0..{self.epochs}")
+        return self
 
     def recipe(self) -> dict:
         """The recipe as a checkpoint records it: every key but the launch settings."""
         return {k: v for k, v in asdict(self).items() if k != "launch"}
 
 
-@section()
+@section
 class ResnetRunParams:
     """One train_resnet variant (resnet_runs.<name>): gpus 0 trains on the CPU with ``procs`` processes."""
-    gpus: int = param(Int(min=0))
-    procs: int = param(POSITIVE, 1)
-    needs: str = param(Text(r"[A-Za-z0-9_.]+", "the params key the variant depends on (devices, or resnet_runs.<name>)"))
+    gpus: Annotated[Int, Field(ge=0)]
+    procs: POSITIVE = 1
+    needs: Text(r"[A-Za-z0-9_.]+", "the params key the variant depends on (devices, or resnet_runs.<name>)")
 
 
-@section()
+@section
 class EvalParams:
-    run: str = param(Text(NAME, "auto or a key of resnet_runs"))
-    epochs: str | list[int] = param(Either(Choice("all"), EPOCH_LIST))
-    batch_size: int = param(POSITIVE)
+    run: Text(NAME, "auto or a key of resnet_runs")
+    epochs: EPOCHS
+    batch_size: POSITIVE
 
 
-@section()
+@section
 class DiffParams:
-    a: int | None = param(Optional(Int(min=1)))   # None: the first evaluated epoch
-    b: int | None = param(Optional(Int(min=1)))   # None: the last
-    grid_images: int = param(Int(min=0))
+    a: None | POSITIVE  # None: the first evaluated epoch
+    b: None | POSITIVE  # None: the last
+    grid_images: Annotated[Int, Field(ge=0)]
 
 
-@section()
+@section
 class SampleCorpusParams:
-    seed: int = param(SEED)
-    train_words: int = param(Int(min=100))
-    valid_words: int = param(Int(min=100))
-    test_words: int = param(Int(min=100))
-    topics: int = param(POSITIVE)
-    topic_words: int = param(POSITIVE)
-    long_range: bool = param(Bool())
-    unk_min_count: int = param(POSITIVE)
+    seed: SEED
+    train_words: Annotated[Int, Field(ge=100)]
+    valid_words: Annotated[Int, Field(ge=100)]
+    test_words: Annotated[Int, Field(ge=100)]
+    topics: POSITIVE
+    topic_words: POSITIVE
+    long_range: Bool
+    unk_min_count: POSITIVE
 
 
-@section(check=lambda t, key: None if t["eval_stride"] < t["eval_context"] else (
-    f"{key}.eval_stride", f"{key}.eval_stride = {t['eval_stride']} must be smaller than "
-                          f"{key}.eval_context = {t['eval_context']}"))
+@section
 class LMTrainParams:
     """params.yaml `wordlm.train`: the settings every language model shares unless its entry sets its own."""
-    epochs: int = param(POSITIVE)
-    batch_size: int = param(POSITIVE)
-    bptt: int = param(Int(min=2))
-    clip: float = param(Number(min=0, min_open=True))
-    seed: int = param(SEED)
-    log_interval: int = param(POSITIVE)
-    eval_batch_size: int = param(POSITIVE)
-    eval_context: int = param(Int(min=2))
-    eval_stride: int = param(POSITIVE)
-    threads: int = param(THREADS)
+    epochs: POSITIVE
+    batch_size: POSITIVE
+    bptt: Annotated[Int, Field(ge=2)]
+    clip: Number(gt=0)
+    seed: SEED
+    log_interval: POSITIVE
+    eval_batch_size: POSITIVE
+    eval_context: Annotated[Int, Field(ge=2)]
+    eval_stride: POSITIVE
+    threads: THREADS
     # the decoder's matrix products (most of a step's FLOPs): auto = bf16 on CPUs with native bf16
-    precision: str = param(Choice("auto", "fp32", "bf16"), "auto")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    @model_validator(mode="after")
+    def _stride_within_context(self):
+        check(self.eval_stride < self.eval_context, f"{{key}}.eval_stride = {self.eval_stride} must be smaller "
+                                                    f"than {{key}}.eval_context = {self.eval_context}")
+        return self
 
 
 # Settings of wordlm.train that one model entry may set for itself (None: wordlm.train's).
 MODEL_OVERRIDES = ("epochs", "batch_size", "bptt", "eval_context", "eval_stride")
 
 
-@dataclass(frozen=True, kw_only=True)
+@section
 class LMModelParams:
     """What every wordlm.models entry has (fields in the order params.yaml's entries list them)."""
-    type: str = param(Text())
-    emsize: int = param(POSITIVE)
-    nhid: int = param(POSITIVE)
-    dropout: float = param(Number(min=0, max=0.99))
-    tied: bool = param(Bool(), False)
-    lr: float = param(Number(min=0, min_open=True))
-    optimizer: str = param(Choice("sgd", "adamw"), "sgd")
-    weight_decay: float = param(Number(min=0), 0.01)  # AdamW's; SGD (the example's) uses none
-    epochs: int | None = param(POSITIVE, None)
-    batch_size: int | None = param(POSITIVE, None)
-    bptt: int | None = param(Int(min=2), None)
-    eval_context: int | None = param(Int(min=2), None)
-    eval_stride: int | None = param(POSITIVE, None)
+    type: str
+    emsize: POSITIVE
+    nhid: POSITIVE
+    dropout: Number(ge=0, le=0.99)
+    tied: Bool = False
+    lr: Number(gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: Number(ge=0) = 0.01  # AdamW's; SGD (the example's) uses none
+    epochs: None | POSITIVE = None
+    batch_size: None | POSITIVE = None
+    bptt: None | Annotated[Int, Field(ge=2)] = None
+    eval_context: None | Annotated[Int, Field(ge=2)] = None
+    eval_stride: None | POSITIVE = None
 
     def training(self, shared: LMTrainParams) -> LMTrainParams:
         """wordlm.train with this entry's own values of MODEL_OVERRIDES."""
         return replace(shared, **{k: getattr(self, k) for k in MODEL_OVERRIDES if getattr(self, k) is not None})
 
 
-def _tied_needs_equal_sizes(m: dict, key: str):
-    if m.get("tied") and m["nhid"] != m["emsize"]:
-        return f"{key}.tied", f"{key}.tied = true needs nhid == emsize (nhid {m['nhid']}, emsize {m['emsize']})"
-
-
-def _heads_divide_emsize(m: dict, key: str):
-    if m["emsize"] % m["nhead"]:
-        return f"{key}.nhead", f"{key}.nhead = {m['nhead']} does not divide emsize {m['emsize']}; allowed: a divisor of it"
-
-
-RNN_TYPES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
-
-
-@section(check=_tied_needs_equal_sizes)
+@section
 class RNNParams(LMModelParams):
-    type: str = param(Choice(*RNN_TYPES))
-    nlayers: int = param(POSITIVE)
+    type: Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+    nlayers: POSITIVE
+
+    @model_validator(mode="after")
+    def _tied_needs_equal_sizes(self):
+        check(not self.tied or self.nhid == self.emsize,
+              f"{{key}}.tied = true needs nhid == emsize (nhid {self.nhid}, emsize {self.emsize})")
+        return self
 
 
-@section(check=_heads_divide_emsize)
+@section
 class TransformerParams(LMModelParams):
-    type: str = param(Choice("Transformer"))
-    nlayers: int = param(POSITIVE)
-    nhead: int = param(POSITIVE)
+    type: Literal["Transformer"]
+    nlayers: POSITIVE
+    nhead: POSITIVE
+
+    @model_validator(mode="after")
+    def _heads_divide_emsize(self):
+        check(self.emsize % self.nhead == 0,
+              f"{{key}}.nhead = {self.nhead} does not divide emsize {self.emsize}; allowed: a divisor of it")
+        return self
 
 
-@section()
+@section
 class GCNNParams(LMModelParams):
-    type: str = param(Choice("GCNN"))
-    kernel_size: int = param(Int(min=2))
-    dilations: list[int] | None = param(ListOf(POSITIVE, unique=False), None)  # None: nlayers layers of dilation 1
-    nlayers: int = param(POSITIVE, 4)
+    type: Literal["GCNN"]
+    kernel_size: Annotated[Int, Field(ge=2)]
+    dilations: None | Annotated[list[POSITIVE], Field(min_length=1)] = None  # None: nlayers layers of dilation 1
+    nlayers: POSITIVE = 4
 
     def layer_dilations(self) -> list[int]:
         return list(self.dilations) if self.dilations else [1] * self.nlayers
 
 
-LM_MODEL = Tagged("type", {**{kind: RNNParams.RULE for kind in RNN_TYPES},
-                           "Transformer": TransformerParams.RULE, "GCNN": GCNNParams.RULE})
+LMModel = Annotated[Union[RNNParams, TransformerParams, GCNNParams], Field(discriminator="type")]
 
 
-@section()
+@section
 class WordLMParams:
-    corpus: str = param(Choice("sample", "data", "folder"))
+    corpus: Literal["sample", "data", "folder"]
     # corpus=folder: the folder of train.txt, valid.txt and test.txt (a dep of prepare_corpus in dvc.yaml)
-    folder: str = param(Text(r"(?![A-Za-z][A-Za-z0-9+.-]+://)\S(.*\S)?",
-                             "a local folder path, relative to the project root or absolute"))
-    data_md5: str = param(MD5)
-    sample: SampleCorpusParams = param(SampleCorpusParams.RULE)
-    train: LMTrainParams = param(LMTrainParams.RULE)
-    models: dict[str, LMModelParams] = param(MapOf(LM_MODEL))
+    folder: Text(r"(?![A-Za-z][A-Za-z0-9+.-]+://)\S(.*\S)?", "a local folder path, relative to the project root or absolute")
+    data_md5: MD5
+    sample: SampleCorpusParams
+    train: LMTrainParams
+    models: Annotated[dict[Name, LMModel], Field(min_length=1)]
 
 
-@section()
+@section
 class GenerateParams:
-    model: str = param(Text(NAME, "a key of wordlm.models"))
-    words: int = param(POSITIVE)
-    temperature: float = param(Number(min=1e-3))
-    seed: int = param(SEED)
-    prompt: str | None = param(Optional(Text()))
+    model: LM_NAME
+    words: POSITIVE
+    temperature: Number(ge=1e-3)
+    seed: SEED
+    prompt: None | Text()
 
 
-@section()
+@section
 class ContextProbeParams:
-    split: str = param(Choice("train", "valid", "test"))
-    targets: int = param(Int(min=10))
-    max_context: int = param(Int(min=2))
-    reference_context: int = param(Int(min=2))
-    distances: list[int] = param(ListOf(POSITIVE))
-    tolerance: float = param(Number(min=0, max=1, min_open=True))
-    bootstrap: int = param(Int(min=10))
-    seed: int = param(SEED)
-    batch: int = param(POSITIVE)
-    threads: int = param(THREADS)
-    models: list[str] | None = param(Optional(LM_NAMES), None)  # None: every model of wordlm.models
+    split: Literal["train", "valid", "test"]
+    targets: Annotated[Int, Field(ge=10)]
+    max_context: Annotated[Int, Field(ge=2)]
+    reference_context: Annotated[Int, Field(ge=2)]
+    distances: Distinct(POSITIVE)
+    tolerance: Number(gt=0, le=1)
+    bootstrap: Annotated[Int, Field(ge=10)]
+    seed: SEED
+    batch: POSITIVE
+    threads: THREADS
+    models: None | Distinct(LM_NAME) = None  # None: every model of wordlm.models
 
 
-@section()
+@section
 class LMCostParams:
-    models: list[str] = param(ListOf(Text(NAME, "a key of wordlm.models"), min_len=2))
-    lengths: list[int] = param(ListOf(Int(min=2), min_len=3))  # an exponent needs 3 lengths to fit
-    repeats: int = param(POSITIVE)
-    seed: int = param(SEED)
-    ntoken: int = param(Int(min=2))
-    threads: int = param(THREADS)
+    models: Distinct(LM_NAME, min_length=2)
+    lengths: Distinct(Annotated[Int, Field(ge=2)], min_length=3)  # an exponent needs 3 lengths to fit
+    repeats: POSITIVE
+    seed: SEED
+    ntoken: Annotated[Int, Field(ge=2)]
+    threads: THREADS
 
 
-@section()
+@section
 class ClaimsParams:
-    bootstrap: int = param(Int(min=100))
-    seed: int = param(SEED)
+    bootstrap: Annotated[Int, Field(ge=100)]
+    seed: SEED
 
 
-SCHEMA: dict[str, Rule] = {
-    "devices": Int(min=0),
-    "tinyimagenet": TinyImageNetParams.RULE,
-    "resnet": ResnetParams.RULE,
-    "resnet_runs": MapOf(ResnetRunParams.RULE),
-    "eval": EvalParams.RULE,
-    "diff": DiffParams.RULE,
-    "wordlm": WordLMParams.RULE,
-    "generate": GenerateParams.RULE,
-    "context_probe": ContextProbeParams.RULE,
-    "lm_cost": LMCostParams.RULE,
-    "claims": ClaimsParams.RULE,
-}
+@section
+class ParamsFile:
+    """params.yaml: the settings of every stage of the pipeline (dvc.yaml)."""
+    devices: Annotated[Int, Field(ge=0)]
+    tinyimagenet: TinyImageNetParams
+    resnet: ResnetParams
+    resnet_runs: Annotated[dict[Name, ResnetRunParams], Field(min_length=1)]
+    eval: EvalParams
+    diff: DiffParams
+    wordlm: WordLMParams
+    generate: GenerateParams
+    context_probe: ContextProbeParams
+    lm_cost: LMCostParams
+    claims: ClaimsParams
+
+
+SCHEMA: dict[str, Any] = typing.get_type_hints(ParamsFile, include_extras=True)  # section -> its type
 
 
 # --------------------------------------------------------------------------------------
-# Checks across keys: (the keys they read, the check). A check runs when a stage validates
-# any of its keys; it returns (key, message) or None.
+# Checks across sections: (the keys they read, the check: its error, or None). A check judges the
+# raw values once the keys it reads are valid; it runs in the stages that validate one of its keys -
+# except where ``STAGE_OF`` names the one key whose stage needs it: eval.epochs beyond resnet.epochs
+# stops eval_epochs (the cheap stage to re-run), not the training of a shorter run.
 # --------------------------------------------------------------------------------------
 def _get(params: dict, dotted: str):
-    value = params
     for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def _eval_run_is_a_variant(p):
-    run = p["eval"]["run"]
-    if run != "auto" and run not in p["resnet_runs"]:
-        return "eval.run", f"eval.run = {run}; allowed: auto or a key of resnet_runs ({', '.join(p['resnet_runs'])})"
-
-
-def _diff_epochs_are_evaluated(p):
-    epochs = p["eval"]["epochs"]
-    for name in ("a", "b"):
-        epoch = p["diff"][name]
-        if epoch is not None and epochs != "all" and epoch not in epochs:
-            return (f"diff.{name}", f"diff.{name} = {epoch} is not among eval.epochs {_show(epochs)}; "
-                                    f"allowed: null (first/last evaluated epoch) or one of eval.epochs")
-
-
-def _eval_epochs_within_training(p):
-    epochs, trained = p["eval"]["epochs"], p["resnet"]["epochs"]
-    if epochs != "all" and max(epochs) > trained:
-        return ("eval.epochs", f"eval.epochs = {_show(epochs)} asks for epoch {max(epochs)}, but resnet.epochs "
-                               f"= {trained}; allowed: epochs 1..{trained}, or all")
+        params = params[part]
+    return params
 
 
 def _evaluated_epochs_keep_weights(p):
     epochs, r = p["eval"]["epochs"], p["resnet"]
-    if epochs == "all" or r["keep_epochs"] == "all":
-        return None
-    dropped = [e for e in epochs if e not in r["keep_epochs"] and e != r["epochs"]]
+    dropped = [] if "all" in (epochs, r["keep_epochs"]) else [
+        e for e in epochs if e not in r["keep_epochs"] and e != r["epochs"]]
     if dropped:
-        return ("resnet.keep_epochs", f"resnet.keep_epochs = {_show(r['keep_epochs'])} drops the weights of epoch(s) "
-                                      f"{', '.join(map(str, dropped))}, which eval.epochs = {_show(epochs)} evaluates; "
-                                      f"allowed: all, or a list that includes every epoch of eval.epochs")
-
-
-
-
-
-
-
-
-def _generate_model_is_trained(p):
-    model, models = p["generate"]["model"], p["wordlm"]["models"]
-    if model not in models:
-        return "generate.model", f"generate.model = {model}; allowed: a key of wordlm.models ({', '.join(models)})"
-
-
-def _probe_models_are_trained(p):
-    chosen, models = p["context_probe"].get("models"), p["wordlm"]["models"]
-    for name in chosen or []:
-        if name not in models:
-            return ("context_probe.models", f"context_probe.models lists {name}; allowed: keys of wordlm.models "
-                                            f"({', '.join(models)})")
-
-
-def _probe_distances_within_context(p):
-    c = p["context_probe"]
-    if not any(d < c["reference_context"] for d in c["distances"]):
-        return ("context_probe.distances", f"context_probe.distances = {_show(c['distances'])} has no distance "
-                                           f"below reference_context = {c['reference_context']}")
+        return (f"resnet.keep_epochs = {_show(r['keep_epochs'])} drops the weights of epoch(s) {', '.join(map(str, dropped))}"
+                f", which eval.epochs = {_show(epochs)} evaluates; allowed: all, or a list that includes every epoch of "
+                f"eval.epochs")
 
 
 def _lm_cost_models(p):
     chosen, models = p["lm_cost"]["models"], p["wordlm"]["models"]
     for name in chosen:
         if name not in models:
-            return "lm_cost.models", f"lm_cost.models lists {name}; allowed: keys of wordlm.models ({', '.join(models)})"
+            return f"lm_cost.models lists {name}; allowed: keys of wordlm.models ({', '.join(models)})"
     if not any(models[name].get("type") == "Transformer" for name in chosen):
-        return ("lm_cost.models", f"lm_cost.models = {_show(chosen)} names no Transformer; allowed: keys of "
-                                  f"wordlm.models including one of type Transformer (its attention is what is fitted)")
+        return (f"lm_cost.models = {_show(chosen)} names no Transformer; allowed: keys of wordlm.models including one "
+                f"of type Transformer (its attention is what is fitted)")
+
+
+def _eval_epochs_within_training(p):
+    epochs, trained = p["eval"]["epochs"], p["resnet"]["epochs"]
+    if epochs != "all" and max(epochs) > trained:
+        return (f"eval.epochs = {_show(epochs)} asks for epoch {max(epochs)}, but resnet.epochs = {trained}; "
+                f"allowed: epochs 1..{trained}, or all")
+
+
+def _probe_distances_within_context(p):
+    c = p["context_probe"]
+    if min(c["distances"]) >= c["reference_context"]:
+        return (f"context_probe.distances = {_show(c['distances'])} has no distance below reference_context = "
+                f"{c['reference_context']}")
 
 
 def _lm_eval_windows(p):
@@ -635,20 +414,24 @@ def _lm_eval_windows(p):
     for name, m in p["wordlm"]["models"].items():
         context, stride = m.get("eval_context", train["eval_context"]), m.get("eval_stride", train["eval_stride"])
         if stride >= context:
-            return (f"wordlm.models.{name}.eval_stride", f"wordlm.models.{name}: eval_stride {stride} must be smaller "
-                                                         f"than eval_context {context} (its own, or wordlm.train's)")
+            return (f"wordlm.models.{name}: eval_stride {stride} must be smaller than eval_context {context} (its own, "
+                    f"or wordlm.train's)")
 
 
-# A check runs in the stages that validate one of its keys - except where ``STAGE_OF`` names the one
-# key whose stage needs it: eval.epochs beyond resnet.epochs stops eval_epochs (the cheap stage to
-# re-run), not the training of a shorter run.
-CHECKS: list[tuple[tuple[str, ...], Callable[[dict], tuple[str, str] | None]]] = [
-    (("eval.run", "resnet_runs"), _eval_run_is_a_variant),
-    (("diff", "eval.epochs"), _diff_epochs_are_evaluated),
+CHECKS: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = [
+    (("eval.run", "resnet_runs"), lambda p: None if p["eval"]["run"] in ("auto", *p["resnet_runs"]) else (
+        f"eval.run = {p['eval']['run']}; allowed: auto or a key of resnet_runs ({', '.join(p['resnet_runs'])})")),
+    (("diff", "eval.epochs"), lambda p: next((
+        f"diff.{n} = {p['diff'][n]} is not among eval.epochs {_show(p['eval']['epochs'])}; allowed: null "
+        f"(first/last evaluated epoch) or one of eval.epochs" for n in "ab"
+        if p["diff"][n] is not None and p["eval"]["epochs"] != "all" and p["diff"][n] not in p["eval"]["epochs"]), None)),
     (("eval.epochs", "resnet.epochs"), _eval_epochs_within_training),
     (("resnet.keep_epochs", "eval.epochs", "resnet.epochs"), _evaluated_epochs_keep_weights),
-    (("generate.model", "wordlm.models"), _generate_model_is_trained),
-    (("context_probe.models", "wordlm.models"), _probe_models_are_trained),
+    (("generate.model", "wordlm.models"), lambda p: None if p["generate"]["model"] in p["wordlm"]["models"] else (
+        f"generate.model = {p['generate']['model']}; allowed: a key of wordlm.models ({', '.join(p['wordlm']['models'])})")),
+    (("context_probe.models", "wordlm.models"), lambda p: next((
+        f"context_probe.models lists {name}; allowed: keys of wordlm.models ({', '.join(p['wordlm']['models'])})"
+        for name in p["context_probe"].get("models") or [] if name not in p["wordlm"]["models"]), None)),
     (("context_probe.distances", "context_probe.reference_context"), _probe_distances_within_context),
     (("wordlm.models", "wordlm.train"), _lm_eval_windows),
     (("lm_cost", "wordlm.models"), _lm_cost_models),
@@ -657,24 +440,123 @@ STAGE_OF = {_eval_epochs_within_training: "eval.epochs"}
 
 
 # --------------------------------------------------------------------------------------
-# Validation
+# Validation, and pydantic's errors as one line worded from the JSON Schema
 # --------------------------------------------------------------------------------------
-def rule_for(dotted: str) -> Rule:
-    """The schema rule for a dotted key (``resnet``, ``resnet.lr``, ``wordlm.models.lstm``)."""
-    parts = dotted.split(".")
-    rule = SCHEMA.get(parts[0])
-    for part in parts[1:]:
-        if isinstance(rule, Section) and part in rule.fields:
-            rule = rule.fields[part]
-        elif isinstance(rule, MapOf):
-            rule = rule.item
+@functools.cache
+def _adapter(dotted: str) -> TypeAdapter:
+    """The validator of a dotted key (``resnet``, ``resnet.lr``, ``wordlm.models.lstm``)."""
+    first, *rest = dotted.split(".")
+    kind = SCHEMA.get(first)
+    for part in rest:
+        while typing.get_origin(kind) is Annotated:
+            kind = typing.get_args(kind)[0]
+        if dataclasses.is_dataclass(kind) and part in {f.name for f in dataclasses.fields(kind)}:
+            kind = typing.get_type_hints(kind, include_extras=True)[part]
+        elif typing.get_origin(kind) is dict:
+            kind = typing.get_args(kind)[1]
         else:
-            rule = None
-        if rule is None:
+            kind = None
+        if kind is None:
             break
-    if rule is None:
+    if kind is None:
         raise KeyError(f"{dotted} is not in the params schema (dlreport/params.py)")
-    return rule
+    return TypeAdapter(kind, config=None if dataclasses.is_dataclass(kind) else CONFIG)
+
+
+def _resolve(node: dict, defs: dict) -> dict:
+    return _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs) if "$ref" in node else node
+
+
+def _did_you_mean(word: Any, choices) -> str:
+    close = difflib.get_close_matches(word, [c for c in choices if isinstance(c, str)], n=1) if isinstance(word, str) else []
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _entry(node: dict) -> dict | None:
+    """The schema of a mapping's entries (resnet_runs.<name>), if ``node`` is a mapping of names."""
+    return next(iter(node.get("patternProperties", {}).values()), node.get("additionalProperties"))
+
+
+def _tags(node: dict, defs: dict) -> list:
+    """The values of a tagged union's tag (a model's ``type``), in the models' order."""
+    name, tags = node["discriminator"]["propertyName"], []
+    for ref in node["oneOf"]:
+        tag = defs[ref["$ref"].rsplit("/", 1)[-1]]["properties"][name]
+        tags += tag.get("enum", [tag.get("const")])
+    return tags
+
+
+def describe(node: dict, defs: dict) -> str:
+    """What a JSON Schema node allows, in words: "an integer >= 1", "one of sgd, adamw", ..."""
+    node = _resolve(node, defs)
+    kind = node.get("type")
+    if "anyOf" in node:
+        return " or ".join(describe(n, defs) for n in sorted(node["anyOf"], key=lambda n: n.get("type") != "null"))
+    if "const" in node:
+        return _show(node["const"])
+    if "enum" in node:
+        return "one of " + ", ".join(map(_show, node["enum"]))
+    if "discriminator" in node:
+        return f"a mapping whose {node['discriminator']['propertyName']} is one of {', '.join(_tags(node, defs))}"
+    if kind in ("integer", "number"):
+        bounds = [f"{op} {node[word]:g}" for word, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                          ("maximum", "<=")) if word in node]
+        return " ".join([f"a{'n integer' if kind == 'integer' else ' number'}", " and ".join(bounds)]).strip()
+    if kind == "array":
+        at_least = node.get("minItems", 0)
+        return (f"a list of {'distinct ' if node.get('uniqueItems') else ''}values, each {describe(node['items'], defs)}"
+                + (f", at least {at_least}" if at_least > 1 else ""))
+    if "properties" in node:
+        return "a mapping with keys " + ", ".join(node["properties"])
+    if kind == "object":
+        return f"a mapping of names to entries ({describe(_entry(node), defs)})"
+    return {"boolean": "true or false", "null": "null"}.get(kind) or node.get("description", "a non-empty string")
+
+
+def _explain(key: str, value: Any, error: ValidationError) -> str:
+    """The one line of a pydantic error: the first problem, named by its dotted key."""
+    schema = _adapter(key).json_schema()
+    defs = schema.get("$defs", {})
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")), errors[0])
+    node, rest = schema, list(first["loc"])
+    while rest:  # walk down to the mapping or value the problem is in
+        part, node = rest[0], _resolve(node, defs)
+        tag = node.get("discriminator", {})
+        if tag and isinstance(value, dict) and value.get(tag["propertyName"]) == part:
+            node = {"$ref": tag["mapping"][part]}  # the model a `type` picks (pydantic puts the tag in the path)
+        elif (isinstance(value, dict) and part in value and rest[1:] != ["[key]"]
+              and isinstance(sub := node.get("properties", {}).get(part, _entry(node)), dict)):
+            key, value, node = f"{key}.{part}", value[part], sub
+        else:
+            break
+        rest.pop(0)
+    node = _resolve(node, defs)
+    kind = first["type"]
+    if kind == "missing":
+        return f"{key}.{rest[0]} is missing; set it in params.yaml to {describe(node['properties'][rest[0]], defs)}"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return (f"{key}.{rest[0]} is not a known key of {key}{_did_you_mean(str(rest[0]), node['properties'])}; "
+                f"known keys: {', '.join(node['properties'])}")
+    if rest[1:] == ["[key]"]:
+        return f"{key}: the name {_show(rest[0])} is not allowed; use letters, digits and _"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        name, tags = node["discriminator"]["propertyName"], _tags(node, defs)
+        found = value.get(name) if isinstance(value, dict) else None
+        return f"{key}.{name} = {_show(found)}; allowed: one of {', '.join(tags)}{_did_you_mean(found, tags)}"
+    if kind == "value_error":  # our own checks: ``{key}`` and ``{allowed}`` stand for the key and its rule
+        return str(first["ctx"]["error"]).replace("{key}", key).replace("{allowed}", describe(node, defs))
+    items = next((n["items"] for n in [node, *node.get("anyOf", [])] if "items" in n), None)
+    if rest and isinstance(rest[0], int) and items:
+        return f"{key} = {_show(value)}: item {_show(value[rest[0]])} is not allowed; each must be {describe(items, defs)}"
+    return f"{key} = {_show(value)}; allowed: {describe(node, defs)}{_did_you_mean(value, node.get('enum', []))}"
+
+
+def _typed(key: str, value: Any) -> Any:
+    try:
+        return _adapter(key).validate_python(value)
+    except ValidationError as error:
+        raise ParamsError(_explain(key, value, error)) from None
 
 
 def _covers(validated: list[str], key: str) -> bool:
@@ -682,12 +564,12 @@ def _covers(validated: list[str], key: str) -> bool:
     return any(key == v or key.startswith(v + ".") or v.startswith(key + ".") for v in validated)
 
 
-def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
-    """Check ``keys`` (dotted; ``[]`` = every section) of ``params`` against the schema."""
+def validate(params: Any, keys: list[str], source: str = "params.yaml") -> dict[str, Any]:
+    """Check ``keys`` (dotted; ``[]`` = every section) of ``params``; their typed values by key."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, found {_show(params)}. "
                           f"Restore it with: git checkout {source}")
-    keys = list(keys) or list(SCHEMA)
+    keys, typed = list(keys) or list(SCHEMA), {}
     for key in keys:
         try:
             value = _get(params, key)
@@ -699,21 +581,24 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> None:
                 has = []
             close = difflib.get_close_matches(name, has, n=1)
             known = f" (it has: {', '.join(has)}" + (f"; did you mean {parent}.{close[0]}?)" if close else ")") if has else ""
-            raise ParamsError(f"{source}: {key} is missing{known}; set it to {rule_for(key).describe()}") from None
-        found = rule_for(key).problem(value, key)
-        if found:
-            raise ParamsError(f"{source}: {found[1]}")
-    for reads, check in CHECKS:
-        if not any(_covers(keys, k) for k in ((STAGE_OF[check],) if check in STAGE_OF else reads)):
+            schema = _adapter(key).json_schema()
+            raise ParamsError(f"{source}: {key} is missing{known}; set it to {describe(schema, schema.get('$defs', {}))}") from None
+        try:
+            typed[key] = _typed(key, value)
+        except ParamsError as error:
+            raise ParamsError(f"{source}: {error}") from None
+    for reads, cross in CHECKS:
+        if not any(_covers(keys, k) for k in ((STAGE_OF[cross],) if cross in STAGE_OF else reads)):
             continue
         try:  # a check judges only valid keys; the stages that read the others report them
-            if any(rule_for(k).problem(_get(params, k), k) for k in reads):
-                continue
-        except (KeyError, TypeError):
+            for k in reads:
+                _typed(k, _get(params, k))
+        except (KeyError, TypeError, ParamsError):
             continue
-        found = check(params)
+        found = cross(params)
         if found:
-            raise ParamsError(f"{source}: {found[1]}")
+            raise ParamsError(f"{source}: {found}")
+    return typed
 
 
 def read_yaml(text: str) -> Any:
@@ -747,7 +632,8 @@ def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 def lm_model(record: dict) -> LMModelParams:
     """A wordlm.models entry from a record of one (a train_wordlm checkpoint's config, whose other
     keys are ignored)."""
-    return LM_MODEL.build(record)
+    kind = {"Transformer": TransformerParams, "GCNN": GCNNParams}.get(record["type"], RNNParams)
+    return kind(**{f.name: record[f.name] for f in dataclasses.fields(kind) if f.name in record})
 
 
 class Params:
@@ -755,9 +641,9 @@ class Params:
     (``params["resnet"]`` a ResnetParams, ``params["wordlm.models.lstm"]`` an RNNParams, ``params["devices"]``
     an int); ``raw`` is the whole file as DVC reads it."""
 
-    def __init__(self, raw: dict, keys: list[str]):
+    def __init__(self, raw: dict, typed: dict[str, Any]):
         self.raw = raw
-        self._typed = {key: rule_for(key).build(_get(raw, key)) for key in keys}
+        self._typed = typed
 
     def __getitem__(self, key: str) -> Any:
         return self._typed[key]
@@ -770,14 +656,20 @@ def load_params(path: str | Path = "params.yaml", *keys: str) -> Params:
     """Read params.yaml, validate ``keys`` (every section when none are given) and type them: once per
     stage, before it does any work."""
     raw = read_params(path)
-    validate(raw, list(keys), str(path))
-    return Params(raw, list(keys) or list(SCHEMA))
+    return Params(raw, validate(raw, list(keys), str(path)))
 
 
 def parse(key: str, value: Any) -> Any:
     """One validated, typed value of a params key (``parse("resnet", {...})``): what a stage gets for
     ``key``, for code that makes its params itself (tests, benchmarks)."""
-    found = rule_for(key).problem(value, key)
-    if found:
-        raise ParamsError(found[1])
-    return rule_for(key).build(value)
+    return _typed(key, value)
+
+
+def json_schema() -> dict:
+    """params.schema.json: the sections' JSON Schema, for editors (see docs/development.md)."""
+    return TypeAdapter(ParamsFile).json_schema()
+
+
+if __name__ == "__main__":  # python -m dlreport.params: write params.schema.json
+    SCHEMA_FILE.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    print(f"wrote {SCHEMA_FILE}")

@@ -290,3 +290,62 @@ def test_dvc_exp_run_with_a_bad_value_moves_no_checkpoint(reproduced):
         assert run(["dvc", "status", "train_resnet@cpu"], cwd=p).stdout.strip().endswith("up to date.")
     finally:
         restore_committed(p)
+
+
+def test_the_editor_schema_is_current_and_params_yaml_points_at_it():
+    """params.schema.json is the sections' JSON Schema as the models give it (after changing a section:
+    python -m dlreport.params), and params.yaml's first line points YAML language servers at it."""
+    committed = json.loads((REPO / "params.schema.json").read_text())
+    assert committed == schema.json_schema(), "params.schema.json is stale: run python -m dlreport.params"
+    assert (REPO / "params.yaml").read_text().splitlines()[0] == "# yaml-language-server: $schema=params.schema.json"
+    assert set(committed["properties"]) == set(BASE) and committed["additionalProperties"] is False
+    # what an editor flags: the constraints the stages check, in the schema's own words
+    resnet = committed["$defs"]["ResnetParams"]
+    assert resnet["additionalProperties"] is False and resnet["properties"]["lr"]["exclusiveMinimum"] == 0
+    assert resnet["properties"]["precision"]["enum"] == ["auto", "fp32", "bf16", "fp16"]
+    models = committed["$defs"]["WordLMParams"]["properties"]["models"]
+    assert set(next(iter(models["patternProperties"].values()))["discriminator"]["mapping"]) == {
+        "LSTM", "GRU", "RNN_TANH", "RNN_RELU", "Transformer", "GCNN"}
+
+
+def test_dvc_reads_params_yaml_as_without_the_schema_line(tmp_path):
+    """The schema line is a YAML comment: DVC's reader gives the same params with or without it."""
+    from dvc.utils.serialize import load_yaml
+
+    text = (REPO / "params.yaml").read_text()
+    (tmp_path / "without.yaml").write_text(text.split("\n", 1)[1])
+    assert load_yaml(str(REPO / "params.yaml")) == load_yaml(str(tmp_path / "without.yaml")) == BASE
+
+
+# Values the old hand-written rules refused that pydantic's lax defaults would take (a float for an
+# integer, 0 for false, 1 for true, nan): still one error line each, worded as before.
+STRICT = [("resnet.epochs", 2.0, "resnet.epochs = 2.0; allowed: an integer >= 1"),
+          ("resnet.compile", 0, "resnet.compile = 0; allowed: one of false, default, reduce-overhead, max-autotune"),
+          ("resnet.sync_bn", 1, "resnet.sync_bn = 1; allowed: true or false"),
+          ("resnet.momentum", True, "resnet.momentum = true; allowed: a number >= 0 and <= 1"),
+          ("resnet.lr", float("nan"), "resnet.lr = .nan; allowed: a number > 0"),
+          ("context_probe.distances", [1, 1], "context_probe.distances = [1, 1] repeats a value"),
+          ("wordlm.models.gcnn.dilations", [1, 0], "dilations = [1, 0]: item 0 is not allowed; each must be an integer >= 1"),
+          ("resnet_runs", {"a b": {"gpus": 0, "needs": "x"}}, "resnet_runs: the name a b is not allowed"),
+          ("wordlm.models.lstm.type", "LSTMX", "(did you mean LSTM?)"),
+          ("wordlm.models.lstm", {"emsize": 1}, "wordlm.models.lstm.type = null; allowed: one of LSTM, GRU"),
+          ("resnet.launch", DELETE, "resnet.launch is missing; set it in params.yaml to a mapping with keys nnodes, "
+                                    "rdzv_endpoint, backend")]
+
+
+@pytest.mark.parametrize("key, value, expected", STRICT, ids=[k for k, _, _ in STRICT])
+def test_values_pydantic_would_coerce_are_refused(key, value, expected):
+    with pytest.raises(schema.ParamsError) as error:
+        schema.validate(with_value(BASE, key, value), [key.split(".")[0]])
+    assert expected in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def test_numbers_keep_the_type_written_and_the_models_stay_frozen_dataclasses():
+    import dataclasses
+
+    loaded = schema.load_params(REPO / "params.yaml", "wordlm.models.lstm", "resnet")
+    assert type(loaded["wordlm.models.lstm"].lr) is int and type(loaded["resnet"].lr) is float  # lr: 20, lr: 0.1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded["resnet"].lr = 1.0
+    with pytest.raises(schema.ParamsError, match=r"resnet.warmup_epochs = 30 is longer than resnet.epochs = 20"):
+        schema.parse("resnet", {**BASE["resnet"], "warmup_epochs": 30})
