@@ -454,6 +454,8 @@ COVERED: dict[str, list[str]] = {
     "stages/train_resnet.py --variant gpu8": ["tests/test_training.py::test_two_nodes_on_loopback"],
     # Resume (docs/resnet.md): the stage's script killed and re-run; `dvc exp run` killed and re-run.
     "dvc repro train_resnet@cpu": ["tests/test_training.py::test_killed_run_resumes_to_the_same_weights", LINKS_AND_RESUME],
+    # The editor schema (docs/development.md): regenerated from the models; the test fails while it is stale.
+    "python -m dlreport.params": ["tests/test_params.py::test_the_editor_schema_is_current_and_params_yaml_points_at_it"],
     # Checkpoints set aside (docs/resnet.md): listed, then removed, in a project folder.
     "python -m dlreport.checkpoints runs/resnet":
         ["tests/test_checkpoints.py::test_the_clean_command_lists_and_removes_what_was_set_aside"],
