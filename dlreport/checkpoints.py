@@ -27,11 +27,14 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dlreport.faults import DamagedCheckpoint, writing
-from dlreport.params import ResnetParams
+
+if TYPE_CHECKING:  # annotations only: the GPU check (benchmarks/gpu_check.py) runs without pydantic
+    from dlreport.params import ResnetParams
 
 # Recipe keys that change the trained weights: a checkpoint resumes only if these match.
 # (keep_epochs is not one: it changes which weights are kept, not what they are. Nor is deterministic:

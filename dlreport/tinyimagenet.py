@@ -34,11 +34,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from dlreport.errors import PipelineError
 from dlreport.faults import ensure_space, writing
 from dlreport.fileio import atomic_dir, remove_leftovers, write_json
-from dlreport.params import TinyImageNetParams
 from dlreport.progress import progress
 
 if TYPE_CHECKING:  # torch is imported where it is used: the data stages run without it
     import torch
+
+    from dlreport.params import TinyImageNetParams  # annotations only: the GPU check runs without pydantic
 
 ROOT_NAME = "tiny-imagenet-200"
 IMAGE_SIZE = 64

@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,11 +33,13 @@ from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_ke
 from dlreport.errors import PipelineError
 from dlreport.faults import Fault, Stopped, ensure_space, size_text, writing
 from dlreport.models import build_resnet18, use_gemm_convolutions
-from dlreport.params import ResnetParams
 from dlreport.progress import eta_line
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
 from dlreport.tinyimagenet import load_classes, load_split_tensors
 from dlreport.transforms import EpochAugmentation, augment, eval_input
+
+if TYPE_CHECKING:  # annotations only: the GPU check (benchmarks/gpu_check.py) runs without pydantic
+    from dlreport.params import ResnetParams
 
 # --------------------------------------------------------------------------------------
 # The recipe: checks, learning-rate schedule, the optimizer step

@@ -349,3 +349,15 @@ def test_numbers_keep_the_type_written_and_the_models_stay_frozen_dataclasses():
         loaded["resnet"].lr = 1.0
     with pytest.raises(schema.ParamsError, match=r"resnet.warmup_epochs = 30 is longer than resnet.epochs = 20"):
         schema.parse("resnet", {**BASE["resnet"], "warmup_epochs": 30})
+
+
+def test_the_training_library_imports_without_pydantic():
+    """The lent GPU machine's image has no pydantic (nor ruamel.yaml): the modules benchmarks/gpu_check.py
+    trains with take the params' types for annotations only."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor name in ('pydantic', 'ruamel'): sys.modules[name] = None\n"
+            "import dlreport.training, dlreport.checkpoints, dlreport.tinyimagenet, dlreport.models, dlreport.devices")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
