@@ -68,7 +68,9 @@ The suite runs the CPU mode:
 
 The lent machine's packages: where ruamel.yaml is absent, params files are read with PyYAML (see
 read_params_pyyaml), and every stage script runs through this file's --stage, so that its reads go
-the same way; nothing on the path imports dvc, dvclive or pydantic. The suite runs the CPU mode
+the same way; nothing on the path needs dvc, dvclive or pydantic (without pydantic, dlreport.params
+builds the params' objects from the values as written: the sections' own checks and those across
+sections run, types and ranges are left to the suite). The suite runs the CPU mode
 with those four made unimportable (tests/test_gpu_check.py).
 
 Exit status: 0 if every step passed, apart from those this mode or --skip leaves out; 1 if a step
