@@ -2,7 +2,7 @@
 
 Each section is a frozen dataclass (``ResnetParams``, ...) that pydantic validates: its fields' types say
 what params.yaml may hold (a field with a default may be left out), an unknown key (``lerning_rate``) is
-refused, ``__post_init__`` checks across a section's keys and ``CHECKS`` across sections. Stages call
+refused, ``check()`` checks across a section's keys and ``CHECKS`` across sections. Stages call
 ``load_params(path, *keys)`` with the keys their dvc.yaml entry depends on; a bad value raises a
 ``ParamsError``: one ``error:`` line naming the key, the value and what is allowed, worded from the JSON
 Schema (``python -m dlreport.params`` writes it to params.schema.json for editors). Without pydantic (the
@@ -24,9 +24,10 @@ from dlreport.errors import PipelineError
 
 try:
     from pydantic import (AfterValidator, ConfigDict, Field, Strict, StringConstraints, TypeAdapter,
-                          ValidationError, WrapValidator)
+                          ValidationError, WrapValidator, model_validator)
 except ImportError:  # the annotations below still evaluate (to no constraints): see _unchecked
     AfterValidator = ConfigDict = Field = Strict = StringConstraints = WrapValidator = lambda *a, **k: None
+    model_validator = lambda **k: lambda method: method  # noqa: E731
     TypeAdapter = ValidationError = None
 
 
@@ -96,9 +97,17 @@ class Section:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, kw_only=True)(cls)
 
+    @model_validator(mode="after")
+    def _checked(self):
+        self.check()
+        return self
 
-# The sections, their keys in params.yaml's order. A __post_init__ checks across a section's keys:
-# its ValueError's {key} becomes the section's dotted key.
+    def check(self) -> None:
+        """The checks across a section's keys, once its values are valid (not when code builds one
+        itself); a ValueError's {key} becomes the section's dotted key."""
+
+
+# The sections, their keys in params.yaml's order.
 class SampleImagesParams(Section):
     seed: SEED
     train_per_class: POSITIVE
@@ -144,7 +153,7 @@ class ResnetParams(Section):
     compile: Annotated[Literal[False, "default", "reduce-overhead", "max-autotune"], WrapValidator(_exactly)]
     launch: LaunchParams
 
-    def __post_init__(self):
+    def check(self):
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"{{key}}.warmup_epochs = {self.warmup_epochs} is longer than {{key}}.epochs = "
                              f"{self.epochs}; allowed: 0..{self.epochs}")
@@ -199,7 +208,7 @@ class LMTrainParams(Section):
     # the decoder's matrix products (most of a step's FLOPs): auto = bf16 on CPUs with native bf16
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
-    def __post_init__(self):
+    def check(self):
         if self.eval_stride >= self.eval_context:
             raise ValueError(f"{{key}}.eval_stride = {self.eval_stride} must be smaller than {{key}}.eval_context = "
                              f"{self.eval_context}")
@@ -234,7 +243,7 @@ class RNNParams(LMModelParams):
     type: Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
     nlayers: POSITIVE
 
-    def __post_init__(self):
+    def check(self):
         if self.tied and self.nhid != self.emsize:
             raise ValueError(f"{{key}}.tied = true needs nhid == emsize (nhid {self.nhid}, emsize {self.emsize})")
 
@@ -244,7 +253,7 @@ class TransformerParams(LMModelParams):
     nlayers: POSITIVE
     nhead: POSITIVE
 
-    def __post_init__(self):
+    def check(self):
         if self.emsize % self.nhead:
             raise ValueError(f"{{key}}.nhead = {self.nhead} does not divide emsize {self.emsize}; allowed: a "
                              f"divisor of it")
@@ -496,7 +505,10 @@ def _unchecked(kind, value):
     if not (dataclasses.is_dataclass(kind) or typing.get_origin(kind) is dict):
         return value
     built = {name: _unchecked(_field(kind, name), v) for name, v in value.items()}
-    return kind(**built) if dataclasses.is_dataclass(kind) else built
+    if not dataclasses.is_dataclass(kind):
+        return built
+    (section := kind(**built)).check()
+    return section
 
 
 def parse(key: str, value: Any) -> Any:
@@ -504,7 +516,7 @@ def parse(key: str, value: Any) -> Any:
     ``key``, for code that makes its params itself (tests, benchmarks)."""
     try:
         return _adapter(key).validate_python(value) if TypeAdapter else _unchecked(_kind(key), value)
-    except ValueError as error:  # pydantic's ValidationError, or a section's own check without pydantic
+    except ValueError as error:  # pydantic's ValidationError, or a section's check() without pydantic
         raise ParamsError(_explain(key, value, error) if TypeAdapter else str(error).replace("{key}", key)) from None
 
 
