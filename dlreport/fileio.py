@@ -1,5 +1,6 @@
-"""Atomic writes: an output appears complete or not at all; a full disk or an unwritable folder
-is a DiskError naming the output (``faults.writing``), its temporary removed."""
+"""Files as the pipeline reads and writes them: YAML as DVC reads it, and atomic writes (an output
+appears complete or not at all; a full disk or an unwritable folder is a DiskError naming the output
+(``faults.writing``), its temporary removed)."""
 from __future__ import annotations
 
 import contextlib
@@ -98,3 +99,13 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as handle:
         return json.load(handle)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads params.yaml and dvc.lock: ruamel.yaml's safe loader, YAML 1.2 - the call
+    DVC's own reader makes (dvc.utils.serialize.parse_yaml). So `yes`, `on`, `off` and `1:30` are
+    strings, `010` is 10 and `1e-4` a number, as in dvc.lock, where PyYAML (YAML 1.1) would read
+    true, true, false, 90, 8 and the string "1e-4". An empty file is an empty mapping, as for DVC."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text) or {}

@@ -1,13 +1,9 @@
-"""params.yaml: read as DVC reads it, one typed section each, checked by every stage before it does any work.
-
-Each section is a frozen dataclass (``ResnetParams``, ...) that pydantic validates: its fields' types say
-what params.yaml may hold (a field with a default may be left out), an unknown key (``lerning_rate``) is
-refused, ``check()`` checks across a section's keys and ``CHECKS`` across sections. Stages call
-``load_params(path, *keys)`` with the keys their dvc.yaml entry depends on; a bad value raises a
-``ParamsError``: one ``error:`` line naming the key, the value and what is allowed, worded from the JSON
-Schema (``python -m dlreport.params`` writes it to params.schema.json for editors). Without pydantic (the
-lent GPU machine's image, benchmarks/gpu_check.py) the objects are built from the values unchecked.
-"""
+"""params.yaml, read as DVC reads it and checked by every stage before any work: one frozen dataclass per
+section that pydantic validates (types and defaults say what may be written, unknown keys are refused,
+``check()`` judges across a section's keys, ``CHECKS`` across sections). ``load_params(path, *keys)``
+takes the keys a stage's dvc.yaml entry depends on; a bad value is a ``ParamsError`` of one line worded
+from the JSON Schema, which ``python -m dlreport.params`` writes to params.schema.json for editors.
+Without pydantic (the lent GPU machine's image) the objects are built from the values unchecked."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 
 from dlreport.errors import PipelineError
+from dlreport.fileio import read_yaml
 
 try:
     from pydantic import (AfterValidator, ConfigDict, Field, Strict, StringConstraints, TypeAdapter,
@@ -29,9 +26,6 @@ except ImportError:  # the annotations below still evaluate (to no constraints):
     AfterValidator = ConfigDict = Field = Strict = StringConstraints = WrapValidator = lambda *a, **k: None
     model_validator = lambda **k: lambda method: method  # noqa: E731
     TypeAdapter = ValidationError = None
-
-
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "params.schema.json"
 
 
 class ParamsError(PipelineError):
@@ -89,8 +83,7 @@ EPOCHS = Union[Literal["all"], Distinct(POSITIVE)]
 
 
 class Section:
-    """A section of params.yaml: each subclass a frozen dataclass of keyword arguments, which pydantic
-    validates with CONFIG: an unknown key is an error (extra="forbid"); python-re: wordlm.folder's lookahead."""
+    """A section: each subclass a frozen keyword dataclass; python-re for wordlm.folder's lookahead."""
     __pydantic_config__ = CONFIG = ConfigDict(extra="forbid", regex_engine="python-re")
 
     def __init_subclass__(cls, **kwargs):
@@ -103,8 +96,7 @@ class Section:
         return self
 
     def check(self) -> None:
-        """The checks across a section's keys, once its values are valid (not when code builds one
-        itself); a ValueError's {key} becomes the section's dotted key."""
+        """Checks across the section's keys, on validated values; a ValueError's {key}: its dotted key."""
 
 
 # The sections, their keys in params.yaml's order.
@@ -421,11 +413,9 @@ def _kind(dotted: str):
     return kind
 
 
+@functools.cache  # the types are hashable; building an adapter takes milliseconds
 def _adapt(kind) -> TypeAdapter:
     return TypeAdapter(kind, config=None if dataclasses.is_dataclass(kind) else Section.CONFIG)
-
-
-_adapter = functools.cache(lambda dotted: _adapt(_kind(dotted)))
 
 
 def _schema(kind) -> dict:
@@ -515,7 +505,7 @@ def parse(key: str, value: Any) -> Any:
     """One validated, typed value of a params key (``parse("resnet", {...})``): what a stage gets for
     ``key``, for code that makes its params itself (tests, benchmarks)."""
     try:
-        return _adapter(key).validate_python(value) if TypeAdapter else _unchecked(_kind(key), value)
+        return _adapt(_kind(key)).validate_python(value) if TypeAdapter else _unchecked(_kind(key), value)
     except ValueError as error:  # pydantic's ValidationError, or a section's check() without pydantic
         raise ParamsError(_explain(key, value, error) if TypeAdapter else str(error).replace("{key}", key)) from None
 
@@ -548,16 +538,6 @@ def validate(params: Any, keys: list[str], source: str = "params.yaml") -> dict[
         if len(values) == len(reads) and (found := cross(*values)):
             raise ParamsError(f"{source}: {found}")
     return typed
-
-
-def read_yaml(text: str) -> Any:
-    """YAML as DVC reads params.yaml and dvc.lock: ruamel.yaml's safe loader, YAML 1.2 - the call
-    DVC's own reader makes (dvc.utils.serialize.parse_yaml). So `yes`, `on`, `off` and `1:30` are
-    strings, `010` is 10 and `1e-4` a number, as in dvc.lock, where PyYAML (YAML 1.1) would read
-    true, true, false, 90, 8 and the string "1e-4". An empty file is an empty mapping, as for DVC."""
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe").load(text) or {}
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -602,5 +582,6 @@ def json_schema() -> dict:
 
 
 if __name__ == "__main__":  # python -m dlreport.params: write params.schema.json
-    SCHEMA_FILE.write_text(json.dumps(json_schema(), indent=2) + "\n")
-    print(f"wrote {SCHEMA_FILE}")
+    (written := Path(__file__).resolve().parent.parent / "params.schema.json").write_text(
+        json.dumps(json_schema(), indent=2) + "\n")
+    print(f"wrote {written}")

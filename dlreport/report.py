@@ -25,8 +25,8 @@ from ruamel.yaml import YAMLError
 
 from dlreport.devices import cpu_name, gpu_names
 from dlreport.errors import PipelineError
-from dlreport.fileio import atomic_dir
-from dlreport.params import read_params, read_yaml
+from dlreport.fileio import atomic_dir, read_yaml
+from dlreport.params import read_params
 from dlreport.reporting import render_template
 
 EXCERPT_LINES = 5  # of reports/generated.txt (20 words a line)
