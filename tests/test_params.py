@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, STAGES, ran, restore_committed, run, run_stage_in_process
+from conftest import REPO, STAGES, make_project, ran, restore_committed, run, run_stage_in_process
 from dlreport import params as schema
 
 BASE = schema.read_params(REPO / "params.yaml")
@@ -292,11 +292,16 @@ def test_dvc_exp_run_with_a_bad_value_moves_no_checkpoint(reproduced):
         restore_committed(p)
 
 
-def test_the_editor_schema_is_current_and_params_yaml_points_at_it():
+def test_the_editor_schema_is_current_and_params_yaml_points_at_it(tmp_path):
     """params.schema.json is the sections' JSON Schema as the models give it (after changing a section:
-    python -m dlreport.params), and params.yaml's first line points YAML language servers at it."""
+    python -m dlreport.params, run here in a fresh clone: it rewrites the committed file byte for byte),
+    and params.yaml's first line points YAML language servers at it."""
     committed = json.loads((REPO / "params.schema.json").read_text())
     assert committed == schema.json_schema(), "params.schema.json is stale: run python -m dlreport.params"
+    clone = make_project(tmp_path / "clone")
+    (clone / "params.schema.json").unlink()
+    assert run("python -m dlreport.params", cwd=clone).stdout.startswith("wrote ")
+    assert run("git status --porcelain", cwd=clone).stdout == "", "the command rewrites the committed schema"
     assert (REPO / "params.yaml").read_text().splitlines()[0] == "# yaml-language-server: $schema=params.schema.json"
     assert set(committed["properties"]) == set(BASE) and committed["additionalProperties"] is False
     # what an editor flags: the constraints the stages check, in the schema's own words
