@@ -83,7 +83,8 @@ EPOCHS = Union[Literal["all"], Distinct(POSITIVE)]
 
 
 class Section:
-    """A section: each subclass a frozen keyword dataclass; python-re for wordlm.folder's lookahead."""
+    """A section of params.yaml: each subclass becomes a frozen keyword-only dataclass that pydantic validates
+    with CONFIG (an unknown key is an error; python-re for wordlm.folder's lookahead)."""
     __pydantic_config__ = CONFIG = ConfigDict(extra="forbid", regex_engine="python-re")
 
     def __init_subclass__(cls, **kwargs):
