@@ -135,7 +135,20 @@ def writing(path: str | os.PathLike, what: str = "", size: int | None = None) ->
         raise fault from None
 
 
-def ensure_space(folder: str | os.PathLike, need: int, what: str, fix: str) -> None:
+def where_stopped(epoch: int, saved: int, epochs: int, folder: str | os.PathLike, run: str = "") -> str:
+    """Where a training run was when a fault or signal stopped it, for ``Fault.add`` and ``Stopped.add``:
+    "during epoch 6 of 20[ of <run>]; epochs 1-5 are saved in <folder>; re-run to resume from epoch 6"."""
+    epoch = max(epoch, saved + 1)  # (stopped between an epoch's end and the next one's start: that next one)
+    if saved >= epochs:
+        return f"{run and run + ' '}after its last epoch; all {epochs} epochs are saved in {folder}; re-run to finish"
+    if not saved:
+        return f"during epoch {epoch} of {epochs}{run and ' of ' + run}; no epoch is saved yet; re-run to start again"
+    kept = f"epochs 1-{saved} are saved" if saved > 1 else "epoch 1 is saved"
+    return f"during epoch {epoch} of {epochs}{run and ' of ' + run}; {kept} in {folder}; re-run to resume from epoch {saved + 1}"
+
+
+def ensure_space(folder: str | os.PathLike, need: int, what: str,
+                 fix: str = "free space (or move the project to a bigger disk) and re-run") -> None:
     """Stop before a long stage starts when ``folder``'s file system has less free than ``need``."""
     free = free_bytes(folder)
     if free is not None and free < need:
@@ -148,8 +161,9 @@ def ensure_space(folder: str | os.PathLike, need: int, what: str, fix: str) -> N
 # --------------------------------------------------------------------------------------
 def _exit_at_once(signum, frame) -> None:
     """Before the stage's work starts: nothing to clean up, so end with the line now."""
-    print(Stopped(signum).line(stage_name()), file=sys.stderr, flush=True)
-    os._exit(EXIT_STATUS.get(signum, 128 + signum))
+    stopped = Stopped(signum)
+    print(stopped.line(stage_name()), file=sys.stderr, flush=True)
+    os._exit(stopped.exit_status)
 
 
 def _raise_stopped(signum, frame) -> None:

@@ -273,8 +273,7 @@ def download_archive(url: str, out: str | Path, md5: str | None) -> Path:
         _check_zip(archive, url)
         with zipfile.ZipFile(archive) as listing:
             unpacked = sum(info.file_size for info in listing.infolist())
-        ensure_space(out.parent, unpacked, f"extracting {archive.name} ({unpacked / 1e6:,.0f} MB unpacked)",
-                     "free space (or move the project to a bigger disk) and re-run")
+        ensure_space(out.parent, unpacked, f"extracting {archive.name} ({unpacked / 1e6:,.0f} MB unpacked)")
         with atomic_dir(out) as tmp:
             extracted = Path(scratch) / "extracted"
             extract_archive(str(archive), str(extracted))
@@ -445,8 +444,7 @@ def relabel(root: str | Path, out: str | Path) -> dict:
     # The decoded arrays are written beside the previous ones, which go only once they are complete.
     images = sum(len(table) for table in tables.values())
     ensure_space(Path(out).parent, images * 3 * IMAGE_SIZE * IMAGE_SIZE,
-                 f"decoding {images:,} images ({IMAGE_SIZE}x{IMAGE_SIZE} RGB, uint8)",
-                 "free space (or move the project to a bigger disk) and re-run")
+                 f"decoding {images:,} images ({IMAGE_SIZE}x{IMAGE_SIZE} RGB, uint8)")
     with atomic_dir(out) as tmp:
         classes.to_csv(tmp / "classes.csv", index=False)
         for split, table in tables.items():

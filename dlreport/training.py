@@ -31,7 +31,7 @@ from dlreport import checkpoints
 from dlreport.devices import (Dist, all_reduce_sum, autocast_dtype, configure_kernels, gpus_used, hardware,
                               init_distributed)
 from dlreport.errors import PipelineError
-from dlreport.faults import Fault, Stopped, ensure_space, size_text, writing
+from dlreport.faults import Fault, Stopped, ensure_space, size_text, where_stopped, writing
 from dlreport.models import build_resnet18, use_gemm_convolutions
 from dlreport.progress import eta_line
 from dlreport.runlog import DeviceMeters, RunLogger, StepTimer
@@ -40,6 +40,9 @@ from dlreport.transforms import EpochAugmentation, augment, eval_input
 
 if TYPE_CHECKING:  # annotations only: the GPU check (benchmarks/gpu_check.py) runs without pydantic
     from dlreport.params import ResnetParams
+
+LOGS = "the DVCLive and TensorBoard logs"  # what a failed write of the run's logs was writing
+
 
 # --------------------------------------------------------------------------------------
 # The recipe: checks, learning-rate schedule, the optimizer step
@@ -311,7 +314,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
     # A finished run's logs are rebuilt only where they are missing: a re-run that trains nothing
     # writes nothing but its summary (so a full disk then costs no output).
     rebuild = start_epoch <= recipe.epochs or not all((run_dir / name).is_dir() for name in ("dvclive", "tensorboard"))
-    with writing(run_dir, "the DVCLive and TensorBoard logs"):
+    with writing(run_dir, LOGS):
         logger = RunLogger(run_dir, history, say) if ctx.main and rebuild else None
     say(f"=> training {recipe.epochs} epochs on {ctx.world} process(es), "
         f"{'cuda' if use_cuda else 'cpu'}, precision {amp or torch.float32}, "
@@ -340,7 +343,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
                     "scheduler": step_fn.scheduler.state_dict(), "scaler": step_fn.scaler.state_dict(),
                     "rng": checkpoints.rng_state(), "history": history})
                 saved = epoch
-                with writing(run_dir, "the DVCLive and TensorBoard logs"):
+                with writing(run_dir, LOGS):
                     logger.log(metrics)
                 timed.append(metrics["epoch_seconds"])
                 say(f"=> {eta_line(epoch, recipe.epochs, timed)}")
@@ -348,7 +351,7 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
                 dist.barrier()
         finished = True
     except (Stopped, Fault) as fault:
-        raise fault.add(where_stopped(run_dir, recipe, epoch, saved))
+        raise fault.add(where_stopped(epoch, saved, recipe.epochs, f"{run_dir}/checkpoints"))
     finally:
         if logger:
             close_logs(logger, run_dir, report=finished)
@@ -358,16 +361,6 @@ def train(recipe: ResnetParams, prepared: Path, run_dir: Path, *, use_cuda: bool
         return None
     checkpoints.finish(run_dir, recipe)
     return summarize(history, ctx, amp)
-
-
-def where_stopped(run_dir: Path, recipe: ResnetParams, epoch: int, saved: int) -> str:
-    """"during epoch 6 of 20; epochs 1-5 are saved in ...; re-run to resume from epoch 6"."""
-    epoch = max(epoch, saved + 1)  # (stopped between an epoch's end and the next one's start: that next one)
-    if saved >= recipe.epochs:
-        return f"after its last epoch; all {recipe.epochs} epochs are saved in {run_dir}/checkpoints; re-run to finish"
-    kept = (f"epochs 1-{saved} are saved" if saved > 1 else "epoch 1 is saved") if saved else "no epoch is saved yet"
-    return (f"during epoch {epoch} of {recipe.epochs}; {kept} in {run_dir}/checkpoints; re-run to "
-            + (f"resume from epoch {saved + 1}" if saved else "start again"))
 
 
 def ensure_training_space(run_dir: Path, recipe: ResnetParams, model: nn.Module, optimizer, start_epoch: int) -> None:
@@ -389,7 +382,7 @@ def ensure_training_space(run_dir: Path, recipe: ResnetParams, model: nn.Module,
 def close_logs(logger: RunLogger, run_dir: Path, report: bool) -> None:
     """Close the logs; a failure to (a full disk) is reported only if nothing else failed first."""
     try:
-        with writing(run_dir, "the DVCLive and TensorBoard logs"):
+        with writing(run_dir, LOGS):
             logger.close()
     except (Exception, Stopped):
         if report:

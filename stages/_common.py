@@ -2,6 +2,7 @@
 (a full disk, an unwritable folder) and stop signals into one clear line instead of a traceback:
 exit status 1 for an error, 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def run_stage(main) -> None:
     try:
         main()
     except KeyboardInterrupt:  # (SIGINT raises Stopped; this is a Ctrl-C sent some other way)
-        stop(Stopped(2))
+        stop(Stopped(signal.SIGINT))
     except Stopped as stopped:
         stop(stopped)
     except PipelineError as error:

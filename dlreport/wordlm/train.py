@@ -42,7 +42,7 @@ from dlreport.checkpoints import load_checkpoint, save_atomic
 from dlreport.params import LMModelParams, LMTrainParams, lm_model
 from dlreport.devices import autocast_dtype, hardware, keep_freed_memory, precision_name
 from dlreport.errors import PipelineError
-from dlreport.faults import Fault, Stopped, disk_error
+from dlreport.faults import Fault, Stopped, disk_error, where_stopped
 from dlreport.fileio import atomic_dir, write_json
 from dlreport.progress import eta_line
 from dlreport.wordlm.corpus import Corpus, batchify, get_batch
@@ -363,7 +363,7 @@ def train_wordlm(shared: LMTrainParams, name: str, cfg: LMModelParams, corpus_di
             fault = disk_error(error, out, f"model {name}'s logs") if isinstance(error, OSError) else error
             if fault is None:
                 raise
-            raise fault.add(progress.where(done, epochs, name))
+            raise fault.add(where_stopped(done + 1, done, epochs, progress.path, f"model {name}"))
         model.load_state_dict(best_state)
         test_loss = evaluate(model, test_data, bptt, context, stride)
         log("=" * 89)
@@ -421,15 +421,6 @@ class ResumeState:
 
     def finish(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-
-    def where(self, done: int, epochs: int, name: str) -> str:
-        """Where a stopped run was: "during epoch 3 of 6 of model lstm; epochs 1-2 are saved in ..."."""
-        if done >= epochs:
-            return f"model {name} after its last epoch; all {epochs} epochs are saved in {self.path}; re-run to finish"
-        saved = f"epochs 1-{done} are saved" if done > 1 else "epoch 1 is saved"
-        return (f"during epoch {done + 1} of {epochs} of model {name}; "
-                + (f"{saved} in {self.path}; re-run to resume from epoch {done + 1}" if done
-                   else "no epoch is saved yet; re-run to start again"))
 
 
 def corpus_record(corpus_dir: str | Path) -> dict:
